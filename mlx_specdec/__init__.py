@@ -1,0 +1,3 @@
+"""mlx-specdec: lossless speculative decoding for MLX."""
+
+__version__ = "0.1.0"
