@@ -1,0 +1,23 @@
+"""Drafters by name: what ``--method NAME`` picks."""
+
+from __future__ import annotations
+
+from .autoregressive import Autoregressive
+from .base import Drafter
+from .pld import PromptLookup
+
+METHODS = {
+    "ar": "autoregressive decoding (the baseline: one token per target forward)",
+    "pld": "prompt lookup: copies continuations of repeated n-grams, no weights",
+}
+
+
+def make_drafter(name: str, **options) -> Drafter:
+    """Build the drafter ``name`` with its options (unknown options are a programming error)."""
+    from ..errors import UserError
+
+    if name == "ar":
+        return Autoregressive()
+    if name == "pld":
+        return PromptLookup(**options)
+    raise UserError(f"unknown method {name!r} (choose from: {', '.join(METHODS)})")

@@ -1,0 +1,178 @@
+"""The one generate loop every method runs through (DESIGN.md §2).
+
+    prefill(prompt) -> root r
+    repeat:
+        tree = drafter.propose(r)                   # node 0 = r, not yet in the cache
+        logits, hidden = target(tree, cache, mask=tree mask, positions=past + depth)
+        path, r = verify(tree, logits)              # one host sync
+        cache.keep(past, path)                      # one gather
+        drafter.commit(tree, path, hidden, logits)
+
+Autoregressive decoding is the drafter whose tree is the root alone.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import mlx.core as mx
+import numpy as np
+
+from .cache import KVCache
+from .errors import UserError
+from .sampling import SamplingParams, process_probs, sample
+from .tree import Tree
+from .verify import verify_deterministic, verify_greedy, verify_rejection
+
+PREFILL_CHUNK = 512
+
+
+@dataclass
+class Step:
+    """What one target forward produced."""
+
+    tokens: list[int]  # emitted ids: accepted drafts then the next root (cut at EOS / max tokens)
+    proposed: int = 0  # drafted nodes in the tree (the root excluded)
+    accepted: int = 0  # drafted tokens accepted (= accepted depth)
+    max_depth: int = 0  # depth of the deepest drafted node
+    forward_tokens: int = 1  # tokens in the target forward (tree nodes + auxiliary tokens)
+    draft_s: float = 0.0
+    verify_s: float = 0.0
+    bookkeeping_s: float = 0.0
+    prefill: bool = False  # the prompt's forward (its time is kept out of tokens/s)
+    finish: str | None = None  # "eos", "length" or None
+
+    @property
+    def seconds(self) -> float:
+        return self.draft_s + self.verify_s + self.bookkeeping_s
+
+
+def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+class Session:
+    """A target model with its KV cache and the token ids that cache holds.
+
+    Successive calls to :meth:`generate` reuse the cached prefix they share (multi-turn chat
+    prefills only the new message). The cache always matches ``cached``, also when the consumer
+    stops early or an exception (Ctrl-C) interrupts a step.
+    """
+
+    def __init__(self, model, max_context: int | None = None):
+        self.model = model
+        self.cache = KVCache(len(model.layers))
+        self.cached: list[int] = []
+        self.max_context = max_context or getattr(model.args, "max_position_embeddings", None)
+        self.last_prefill_tokens = 0
+
+    def reset(self) -> None:
+        self.cache.truncate(0)
+        self.cached = []
+
+    def forward(self, tree: Tree):
+        """One target forward over ``tree`` appended to the cache -> (logits, hidden) (T, ·)."""
+        past = self.cache.offset
+        tokens = mx.array(tree.tokens)[None]
+        if tree.is_chain:
+            logits, hidden = self.model(tokens, self.cache)
+        else:
+            mask = np.ones((len(tree.tokens), past + len(tree.tokens)), dtype=bool)
+            mask[:, past:] = tree.mask()
+            positions = mx.array(tree.positions(past))
+            logits, hidden = self.model(tokens, self.cache, mx.array(mask), positions)
+        return logits[0], hidden[0]
+
+    def _prefill(self, ids: Sequence[int]):
+        for start in range(0, len(ids), PREFILL_CHUNK):
+            logits, hidden = self.model(mx.array(ids[start : start + PREFILL_CHUNK])[None], self.cache)
+            logits, hidden = logits[0, -1], hidden[0, -1]
+            mx.eval(logits, hidden, *self.cache.state())
+        return logits, hidden
+
+    def generate(
+        self,
+        ids: Sequence[int],
+        drafter,
+        params: SamplingParams = SamplingParams(),
+        max_tokens: int = 256,
+        eos_ids: Sequence[int] = (),
+    ) -> Iterator[Step]:
+        """Generate after ``ids`` (the whole context: earlier turns included) with ``drafter``."""
+        ids = list(ids)
+        if not ids:
+            raise UserError("the prompt is empty")
+        if self.max_context and len(ids) >= self.max_context:
+            raise UserError(f"the prompt has {len(ids)} tokens but the model's context is {self.max_context}")
+        rng = np.random.default_rng(params.seed)
+        eos = set(eos_ids)
+        keep = min(common_prefix(self.cached, ids), len(ids) - 1)
+        self.cache.truncate(keep)
+        self.cached = self.cached[:keep]
+        try:
+            t0 = time.perf_counter()
+            self.last_prefill_tokens = len(ids) - keep
+            logits, hidden = self._prefill(ids[keep:])
+            self.cached = list(ids)
+            root = self._pick(logits[None], params, rng)
+            drafter.reset(ids, hidden)
+            finish = "eos" if root in eos else ("length" if max_tokens <= 1 else None)
+            yield Step([] if root in eos else [root], verify_s=time.perf_counter() - t0, prefill=True, finish=finish)
+            emitted = 1
+            while finish is None:
+                t0 = time.perf_counter()
+                tree = drafter.propose(root)
+                t1 = time.perf_counter()
+                if self.max_context and self.cache.offset + len(tree.tokens) > self.max_context:
+                    yield Step([], finish="length")
+                    return
+                past = self.cache.offset
+                logits, hidden = self.forward(tree)
+                path, next_root = self._verify(tree, logits[: tree.num_nodes], params, rng)
+                t2 = time.perf_counter()
+                self.cache.keep(past, path)
+                self.cached += tree.tokens[path].tolist()
+                drafter.commit(tree, path, hidden, logits)
+                out = tree.tokens[path[1:]].tolist() + [next_root]
+                cut = next((i for i, t in enumerate(out) if t in eos), None)
+                if cut is not None:
+                    out, finish = out[:cut], "eos"
+                if emitted + len(out) >= max_tokens:
+                    out, finish = out[: max_tokens - emitted], finish or "length"
+                emitted += len(out)
+                root = next_root
+                yield Step(
+                    out,
+                    proposed=tree.num_nodes - 1,
+                    accepted=len(path) - 1,
+                    max_depth=int(tree.depth.max()),
+                    forward_tokens=len(tree.tokens),
+                    draft_s=t1 - t0,
+                    verify_s=t2 - t1,
+                    bookkeeping_s=time.perf_counter() - t2,
+                    finish=finish,
+                )
+        finally:
+            self.cache.truncate(len(self.cached))
+
+    @staticmethod
+    def _pick(logits: mx.array, params: SamplingParams, rng) -> int:
+        if params.greedy:
+            return int(mx.argmax(logits[-1]).item())
+        return sample(process_probs(np.array(logits[-1].astype(mx.float32)), params), rng)
+
+    @staticmethod
+    def _verify(tree: Tree, logits: mx.array, params: SamplingParams, rng):
+        if params.greedy:
+            return verify_greedy(tree, np.array(mx.argmax(logits, axis=-1)))
+        probs = process_probs(np.array(logits.astype(mx.float32)), params)
+        if tree.draft_probs is not None:
+            return verify_rejection(tree, probs, rng)
+        return verify_deterministic(tree, probs, rng)
