@@ -52,3 +52,13 @@ def tiny_model(arch: str = "llama", seed: int = 0, scale: float = 1.0, **overrid
 @pytest.fixture(params=list(ARCHS))
 def arch(request):
     return request.param
+
+
+def generate_ids(model, drafter, prompt, max_tokens=40, params=None, eos=(), session=None):
+    """Run the one loop; returns (emitted ids, steps)."""
+    from mlx_specdec.generate import Session
+    from mlx_specdec.sampling import SamplingParams
+
+    session = session or Session(model)
+    steps = list(session.generate(prompt, drafter, params or SamplingParams(), max_tokens, eos))
+    return [t for s in steps for t in s.tokens], steps

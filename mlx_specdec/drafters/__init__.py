@@ -9,6 +9,7 @@ from .pld import PromptLookup
 METHODS = {
     "ar": "autoregressive decoding (the baseline: one token per target forward)",
     "pld": "prompt lookup: copies continuations of repeated n-grams, no weights",
+    "draft-model": "a smaller model with the same tokenizer drafts a chain (--draft-model PATH)",
 }
 
 
@@ -20,4 +21,10 @@ def make_drafter(name: str, **options) -> Drafter:
         return Autoregressive()
     if name == "pld":
         return PromptLookup(**options)
+    if name == "draft-model":
+        from .draft_model import DraftModel
+
+        if options.get("model") is None:
+            raise UserError("--method draft-model needs --draft-model PATH (a smaller model with the same tokenizer)")
+        return DraftModel(**options)
     raise UserError(f"unknown method {name!r} (choose from: {', '.join(METHODS)})")

@@ -1,0 +1,73 @@
+"""Greedy speculative output equals greedy autoregressive output, token for token (float32)."""
+
+import numpy as np
+import pytest
+
+from mlx_specdec.drafters import make_drafter
+from mlx_specdec.drafters.draft_model import DraftModel
+
+from conftest import generate_ids, tiny_model
+
+
+def _prompts(seed, n=4, vocab=97):
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        base = rng.integers(0, vocab, size=rng.integers(3, 9)).tolist()
+        out.append(base * int(rng.integers(1, 4)) + rng.integers(0, vocab, size=3).tolist())  # repeats help lookup
+    return out
+
+
+DRAFTERS = {
+    "pld": lambda target: make_drafter("pld"),
+    "pld-wide": lambda target: make_drafter("pld", max_ngram=2, num_draft=5, num_matches=4),
+    "draft-model-self": lambda target: DraftModel(target, num_draft=4),
+    "draft-model-other": lambda target: DraftModel(tiny_model("llama", seed=99, scale=3.0, num_hidden_layers=1), num_draft=3),
+}
+
+
+@pytest.mark.parametrize("drafter_name", list(DRAFTERS))
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_greedy_equals_autoregressive(drafter_name, seed):
+    target = tiny_model("llama", seed=seed, scale=3.0)
+    for prompt in _prompts(seed):
+        for max_tokens in (1, 7, 33):
+            expected, _ = generate_ids(target, make_drafter("ar"), prompt, max_tokens)
+            got, steps = generate_ids(target, DRAFTERS[drafter_name](target), prompt, max_tokens)
+            assert got == expected, (drafter_name, seed, prompt, max_tokens)
+            assert len(got) == max_tokens and steps[-1].finish == "length"
+
+
+@pytest.mark.parametrize("drafter_name", list(DRAFTERS))
+def test_eos_inside_an_accepted_run(drafter_name):
+    target = tiny_model("qwen2", seed=5, scale=3.0)
+    prompt = [3, 4, 5, 6, 3, 4, 5, 6, 3, 4]
+    reference, _ = generate_ids(target, make_drafter("ar"), prompt, 40)
+    hits = 0
+    for position in range(3, 30, 4):  # declare a token deep in the output to be EOS
+        eos = [reference[position]]
+        expected = reference[: reference.index(eos[0])]
+        got, steps = generate_ids(target, DRAFTERS[drafter_name](target), prompt, 40, eos=eos)
+        assert got == expected and steps[-1].finish == "eos"
+        hits += any(s.accepted > 0 and s.finish == "eos" for s in steps)
+    if drafter_name.startswith("draft-model-self"):
+        assert hits > 0  # EOS did land inside an accepted run
+
+
+def test_target_as_its_own_draft_accepts_everything():
+    target = tiny_model("qwen3", seed=7, scale=2.0)
+    _, steps = generate_ids(target, DraftModel(target, num_draft=5), [1, 2, 3, 4, 5], 60)
+    decode = [s for s in steps if not s.prefill]
+    assert all(s.accepted == s.proposed == 5 for s in decode[:-1])
+    assert sum(len(s.tokens) for s in steps) == 60
+
+
+def test_drafts_are_sometimes_rejected_and_sometimes_accepted():
+    """Guards the other tests: a drafter that never gets anything accepted proves little."""
+    target = tiny_model("llama", seed=1, scale=3.0)
+    accepted = proposed = 0
+    for prompt in _prompts(1):
+        _, steps = generate_ids(target, make_drafter("pld"), prompt, 33)
+        accepted += sum(s.accepted for s in steps)
+        proposed += sum(s.proposed for s in steps)
+    assert 0 < accepted < proposed

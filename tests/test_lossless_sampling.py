@@ -1,0 +1,122 @@
+"""Sampling is lossless: with speculation, generated tokens follow the target's distribution.
+
+On a 6-token vocabulary the exact joint distribution of the first three generated tokens is
+enumerated from the target (216 outcomes), then compared with many seeded runs of the loop by a
+chi-square test. A deliberately biased rule (``min(1, p/q)`` applied to top-1 drafts that were
+never sampled from q) must fail the same test, so the test can fail.
+"""
+
+import itertools
+
+import mlx.core as mx
+import numpy as np
+import pytest
+
+from mlx_specdec.cache import KVCache
+from mlx_specdec.drafters import make_drafter
+from mlx_specdec.drafters.draft_model import DraftModel
+from mlx_specdec.generate import Session
+from mlx_specdec.sampling import SamplingParams, process_probs
+from mlx_specdec.tree import Tree
+
+from conftest import tiny_model
+
+VOCAB, LENGTH, RUNS = 6, 3, 1200
+PROMPT = [1, 2, 3, 1, 2]
+PARAMS = dict(temperature=0.9, top_k=5, top_p=0.95)
+
+
+def _model(seed, scale):
+    return tiny_model("llama", seed=seed, scale=scale, vocab_size=VOCAB, hidden_size=32, num_attention_heads=2, num_key_value_heads=1, intermediate_size=64)
+
+
+def exact_distribution(model, params) -> dict:
+    out = {}
+    for seq in itertools.product(range(VOCAB), repeat=LENGTH):
+        logits, _ = model(mx.array(PROMPT + list(seq[:-1]))[None], KVCache(len(model.layers)))
+        probs = process_probs(np.array(logits[0, len(PROMPT) - 1 :]), params)
+        out[seq] = float(np.prod([probs[i, t] for i, t in enumerate(seq)]))
+    return out
+
+
+class RandomTree:
+    """Deterministic drafts shaped as random trees (siblings, depth up to 3)."""
+
+    name = "random-tree"
+
+    def __init__(self, seed):
+        self.rng = np.random.default_rng(seed)
+
+    def reset(self, context, hidden):
+        pass
+
+    def propose(self, root):
+        n = int(self.rng.integers(1, 7))
+        parents = [-1] + [int(self.rng.integers(0, i)) for i in range(1, n)]
+        return Tree(np.array([root] + self.rng.integers(0, VOCAB, n - 1).tolist()), np.array(parents))
+
+    def commit(self, tree, path, hidden, logits):
+        pass
+
+
+class BiasedTop1(DraftModel):
+    """The published ReDrafter-style rule on deterministic drafts: biased on purpose."""
+
+    def propose(self, root):
+        logits = self._feed(self.history[len(self.cached) :] + [root])
+        probs = process_probs(np.array(logits), self.params)
+        token = int(np.argmax(probs))
+        return Tree.chain(root, [token], draft_probs=np.stack([np.zeros_like(probs), probs]))
+
+
+def chi_square_p_value(exact: dict, counts: dict, runs: int) -> float:
+    from math import erf, sqrt
+
+    cells = sorted(exact, key=exact.get, reverse=True)
+    stat, dof, pool_e, pool_o = 0.0, -1, 0.0, 0
+    for seq in cells:  # pool small cells so every expected count is >= 5
+        pool_e += exact[seq] * runs
+        pool_o += counts.get(seq, 0)
+        if pool_e >= 5:
+            stat += (pool_o - pool_e) ** 2 / pool_e
+            dof, pool_e, pool_o = dof + 1, 0.0, 0
+    # Wilson-Hilferty approximation of the chi-square upper tail
+    z = ((stat / dof) ** (1 / 3) - (1 - 2 / (9 * dof))) / sqrt(2 / (9 * dof))
+    return 0.5 * (1 - erf(z / sqrt(2)))
+
+
+def empirical(model, make, params_kwargs) -> dict:
+    counts = {}
+    for seed in range(RUNS):
+        params = SamplingParams(seed=seed, **params_kwargs)
+        steps = Session(model).generate(PROMPT, make(seed, params), params, LENGTH)
+        seq = tuple(t for s in steps for t in s.tokens)
+        counts[seq] = counts.get(seq, 0) + 1
+    return counts
+
+
+DRAFTERS = {
+    "ar": lambda target, draft: (lambda seed, params: make_drafter("ar")),
+    "pld": lambda target, draft: (lambda seed, params: make_drafter("pld", num_draft=2, num_matches=3)),
+    "random-tree": lambda target, draft: (lambda seed, params: RandomTree(seed)),
+    "draft-model-sampled": lambda target, draft: (lambda seed, params: DraftModel(draft, num_draft=2, params=params)),
+}
+
+
+@pytest.fixture(scope="module")
+def setup():
+    target, draft = _model(11, 2.5), _model(12, 2.5)
+    return target, draft, exact_distribution(target, SamplingParams(**PARAMS))
+
+
+@pytest.mark.parametrize("name", list(DRAFTERS))
+def test_speculative_sampling_matches_target_distribution(setup, name):
+    target, draft, exact = setup
+    counts = empirical(target, DRAFTERS[name](target, draft), PARAMS)
+    assert chi_square_p_value(exact, counts, RUNS) > 1e-3
+
+
+def test_biased_rule_is_caught(setup):
+    target, draft, exact = setup
+    counts = empirical(target, lambda seed, params: BiasedTop1(draft, num_draft=1, params=params), PARAMS)
+    assert chi_square_p_value(exact, counts, RUNS) < 1e-3
