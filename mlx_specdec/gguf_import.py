@@ -21,7 +21,7 @@ import mlx.core as mx
 import numpy as np
 from gguf import GGUFReader
 from gguf.quants import dequantize
-from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
+from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
 from .errors import UserError
 
@@ -49,7 +49,6 @@ TOP_NAMES = {
 }
 
 # Pre-tokenizer split regexes, by `tokenizer.ggml.pre` (the same ones llama.cpp uses).
-GPT2_SPLIT = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 QWEN2_SPLIT = (
     r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"""
     r"""| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
@@ -58,12 +57,12 @@ LLAMA3_SPLIT = (
     r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"""
     r"""| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
 )
-PRE_TOKENIZERS = {  # name -> (split digits one by one first, split regex, NFC-normalize)
-    "default": (False, GPT2_SPLIT, False),
-    "gpt-2": (False, GPT2_SPLIT, False),
-    "smollm": (True, GPT2_SPLIT, False),
-    "starcoder": (True, GPT2_SPLIT, False),
-    "refact": (True, GPT2_SPLIT, False),
+PRE_TOKENIZERS = {  # name -> (split digits one by one first, split regex (None: GPT-2's), NFC-normalize)
+    "default": (False, None, False),
+    "gpt-2": (False, None, False),
+    "smollm": (True, None, False),
+    "starcoder": (True, None, False),
+    "refact": (True, None, False),
     "qwen2": (False, QWEN2_SPLIT, True),
     "deepseek-r1-qwen": (False, QWEN2_SPLIT, True),
     "llama-bpe": (False, LLAMA3_SPLIT, False),
@@ -189,8 +188,8 @@ def model_config(meta: Metadata, arch: str) -> dict:
         "num_attention_heads": heads,
         "num_key_value_heads": meta.get(f"{arch}.attention.head_count_kv", heads),
         "head_dim": meta.get(f"{arch}.attention.key_length", hidden // heads),
-        "rms_norm_eps": float(meta.require(f"{arch}.attention.layer_norm_rms_epsilon")),
-        "rope_theta": float(meta.get(f"{arch}.rope.freq_base", 10000.0)),
+        "rms_norm_eps": short_float(meta.require(f"{arch}.attention.layer_norm_rms_epsilon")),
+        "rope_theta": short_float(meta.get(f"{arch}.rope.freq_base", 10000.0)),
         "max_position_embeddings": meta.get(f"{arch}.context_length", 4096),
         "hidden_act": "silu",
     }
@@ -208,6 +207,11 @@ def model_config(meta: Metadata, arch: str) -> dict:
     elif scaling != "none":
         raise UserError(f"GGUF RoPE scaling {scaling!r} is not supported")
     return config
+
+
+def short_float(x) -> float:
+    """A float32 metadata value as the shortest decimal that reads back the same: 1e-05, not 9.99999e-06."""
+    return float(repr(np.float32(x)).removeprefix("np.float32(").removesuffix(")"))
 
 
 def build_tokenizer(meta: Metadata) -> tuple[Tokenizer, dict, dict]:
@@ -228,12 +232,14 @@ def build_tokenizer(meta: Metadata) -> tuple[Tokenizer, dict, dict]:
     tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=merges, fuse_unk=False, byte_fallback=False))
     digits, split, nfc = PRE_TOKENIZERS[pre]
     steps = [pre_tokenizers.Digits(individual_digits=True)] if digits else []
-    steps += [pre_tokenizers.Split(Regex(split), behavior="isolated"), pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)]
+    if split:
+        steps.append(pre_tokenizers.Split(Regex(split), behavior="isolated"))
+    steps.append(pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=split is None))
     tokenizer.pre_tokenizer = pre_tokenizers.Sequence(steps)
     tokenizer.normalizer = normalizers.NFC() if nfc else None
     tokenizer.decoder = decoders.ByteLevel()
 
-    control = [t for t, k in zip(tokens, types) if k == CONTROL and vocab[t] == tokens.index(t)]
+    control = [t for i, (t, k) in enumerate(zip(tokens, types)) if k == CONTROL and vocab[t] == i]
     user = [t for t, k in zip(tokens, types) if k == USER_DEFINED and not t.startswith("[PAD")]
     tokenizer.add_special_tokens([AddedToken(t, normalized=False, special=True) for t in control])
     tokenizer.add_tokens([AddedToken(t, normalized=False, special=False) for t in user])
@@ -250,8 +256,6 @@ def build_tokenizer(meta: Metadata) -> tuple[Tokenizer, dict, dict]:
     special_map = dict(special, additional_special_tokens=[t for t in control if t not in named])
     add_bos = bool(meta.get("tokenizer.ggml.add_bos_token", False))
     if add_bos and "bos_token" in special:
-        from tokenizers import processors
-
         bos = special["bos_token"]
         tokenizer.post_processor = processors.TemplateProcessing(
             single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, vocab[bos])]
