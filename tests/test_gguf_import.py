@@ -219,3 +219,47 @@ def test_smollm2_answers_paris(smollm2_dir):
     prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     assert prompt.endswith("<|im_start|>assistant\n")
     assert "Paris" in generate(model, tokenizer, prompt, max_tokens=20)
+
+
+# --- the store ------------------------------------------------------------------------------------
+
+
+def test_models_home(monkeypatch, tmp_path):
+    from mlx_specdec import store
+
+    monkeypatch.setenv("MLX_SPECDEC_HOME", str(tmp_path / "elsewhere"))
+    assert store.models_home() == tmp_path / "elsewhere"
+    monkeypatch.delenv("MLX_SPECDEC_HOME")
+    checkout = Path(store.__file__).resolve().parent.parent
+    if (checkout / "pyproject.toml").is_file() and (checkout / "models").is_dir():
+        assert store.models_home() == checkout / "models"
+
+
+def test_pull_joins_parts_once_and_resolves(monkeypatch, tmp_path):
+    from mlx_specdec import store
+
+    expected = tiny_gguf(tmp_path / "tiny.gguf")
+    data = (tmp_path / "tiny.gguf").read_bytes()
+    cuts = [0, 1000, len(data) // 2, len(data)]
+    for i in range(3):
+        (tmp_path / f"part{i + 1:02d}.bin").write_bytes(data[cuts[i] : cuts[i + 1]])
+    parts = tuple(store.Part(f"tiny-part{i}", "1.0", f"part{i:02d}.bin") for i in (1, 2, 3))
+    monkeypatch.setitem(store.REGISTRY, "tiny", store.Source("a tiny test model", parts))
+    monkeypatch.setattr(store, "locate", lambda part, *a: tmp_path / part.file)
+    monkeypatch.setenv("MLX_SPECDEC_HOME", str(tmp_path / "home"))
+    (tmp_path / "home").mkdir()
+    (tmp_path / "home" / ".tiny.partial-999999999-abc").mkdir()  # left by a dead pull
+
+    out = store.pull("tiny")
+    assert out == tmp_path / "home" / "tiny"
+    assert sorted(mx.load(str(out / "model.safetensors"))) == sorted(expected)
+    assert [p.name for p in (tmp_path / "home").iterdir()] == ["tiny"]  # no temporary left over
+    monkeypatch.setattr(store, "convert_gguf", None)  # a second pull converts nothing
+    assert store.pull("tiny") == out
+    assert store.resolve_model("tiny") == out and store.resolve_model(str(out)) == out
+
+    for bad in ["no-such-model", str(tmp_path / "missing"), str(tmp_path), str(tmp_path / "tiny.gguf")]:
+        with pytest.raises(UserError):
+            store.resolve_model(bad)
+    with pytest.raises(UserError):
+        store.pull("no-such-model")
