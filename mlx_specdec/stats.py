@@ -9,7 +9,8 @@ from .generate import Step
 
 @dataclass
 class RunStats:
-    new_tokens: int = 0
+    new_tokens: int = 0  # emitted tokens (EOS not included)
+    produced: int = 0  # tokens the target produced: emitted + a final EOS
     target_forwards: int = 0
     prefill_tokens: int = 0
     prefill_s: float = 0.0
@@ -25,6 +26,7 @@ class RunStats:
 
     def add(self, step: Step) -> None:
         self.new_tokens += len(step.tokens)
+        self.produced += len(step.tokens) + (step.finish == "eos")
         self.target_forwards += 1
         if step.prefill:
             self.prefill_s += step.seconds
@@ -52,8 +54,9 @@ class RunStats:
 
     @property
     def tau(self) -> float:
-        """New tokens per target forward (the prefill's forward and its token included)."""
-        return self.new_tokens / self.target_forwards if self.target_forwards else 0.0
+        """Tokens produced per target forward (the prefill's forward and its token, and a final
+        EOS, included: plain decoding has tau = 1 exactly)."""
+        return self.produced / self.target_forwards if self.target_forwards else 0.0
 
     @property
     def tokens_per_s(self) -> float:
