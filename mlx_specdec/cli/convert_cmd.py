@@ -51,7 +51,7 @@ def pull(
     from .. import store
 
     if list_models:
-        for key, entry in store.CATALOGUE.items():
+        for key, entry in store.REGISTRY.items():
             out.print(f"{key:22s} {entry.description}")
         return
     with progress_bar(f"Pulling {name}") as update:
