@@ -14,6 +14,8 @@ from .errors import UserError
 from .models import ARCHITECTURES
 
 DTYPES = ("float16", "bfloat16", "float32")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
+                   "chat_template.jinja", "chat_template.json", "generation_config.json")
 
 
 def _check_local(path: Path) -> dict:
@@ -90,6 +92,10 @@ def convert_hf(
     except Exception as e:
         shutil.rmtree(mlx_path, ignore_errors=True)
         raise UserError(f"conversion of {hf_path} failed: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    if local.exists():  # keep the tokenizer exactly as shipped (transformers may rewrite it on save)
+        for name in TOKENIZER_FILES:
+            if (local / name).is_file():
+                shutil.copyfile(local / name, mlx_path / name)
     from .models import load_model
 
     load_model(mlx_path)  # raises UserError if the result does not fit our architectures
