@@ -10,6 +10,7 @@ METHODS = {
     "ar": "autoregressive decoding (the baseline: one token per target forward)",
     "pld": "prompt lookup: copies continuations of repeated n-grams, no weights",
     "draft-model": "a smaller model with the same tokenizer drafts a chain (--draft-model PATH)",
+    "lookahead": "lookahead decoding: Jacobi iterations fill an n-gram pool, no weights (--window --ngram --guesses)",
 }
 
 
@@ -27,4 +28,8 @@ def make_drafter(name: str, **options) -> Drafter:
         if options.get("model") is None:
             raise UserError("--method draft-model needs --draft-model PATH (a smaller model with the same tokenizer)")
         return DraftModel(**options)
+    if name == "lookahead":
+        from .lookahead import Lookahead
+
+        return Lookahead(**options)
     raise UserError(f"unknown method {name!r} (choose from: {', '.join(METHODS)})")

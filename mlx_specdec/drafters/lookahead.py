@@ -1,0 +1,168 @@
+"""Lookahead decoding (Fu et al. 2023): Jacobi iteration drafts n-grams, no draft model.
+
+A 2-D window of ``W`` columns x ``L = N - 1`` levels rides in every target forward as auxiliary
+tokens, next to the verification tree. Level r, column j sits at depth ``j + r + 1`` below the
+root and attends to the cache, the root, level 0 up to column j, and levels 1..r of column j. Its
+context is therefore one token per position ``1 .. j + r``: column j is one causal sequence
+``root, L0[0..j], L1[j], .., Lr[j]``. Worked example, W = 3, L = 2 (aux rows only, over the
+root and the six window tokens; ``xy`` = level x, column y)::
+
+    token  depth   r  00 01 02 10 11 12
+    00       1     1  1  .  .  .  .  .
+    01       2     1  1  1  .  .  .  .
+    02       3     1  1  1  1  .  .  .
+    10       2     1  1  .  .  1  .  .
+    11       3     1  1  1  .  .  1  .
+    12       4     1  1  1  1  .  .  1
+
+One forward is one Jacobi iteration: the target's argmax at the newest level, column j, is a
+guess for depth ``j + L + 1``. The levels shift up (level 0 is dropped), the guesses become the
+newest level, and every column gives an n-gram ``L0[j], .., L_{L-1}[j], guess[j]`` for the pool.
+The root moves on by at least one token per step, so relative to it every level sits one depth
+lower than a step ago: the shift keeps the depths consistent. When more tokens are accepted the
+window simply goes on (as in the paper); it only feeds drafts, so this never affects the output.
+
+The window's KV is never kept (the loop keeps the accepted path), so it is fed again each step.
+
+The pool maps a first token to at most G continuations (the most recent first). It is seeded
+with the context's own n-grams, and takes the n-grams of the emitted text and of the window. The
+verification branch is the pool's continuations of the root, merged into one prefix tree and
+checked by the shared rules: greedy and sampling stay exact whatever the pool holds.
+
+``window="auto"``: the first steps feed only the first w columns for w in a ladder (largest
+first, twice over) and time the forward + verification of each step (from the end of ``propose`` to the
+start of ``commit``). The drafter then keeps the widest w whose step costs at most
+``1 + slack`` times the step without a window (:func:`pick_window`): on a GPU extra tokens are
+nearly free and the whole window stays, on a CPU the window shrinks, down to none (the pool then
+holds only the text's n-grams). Measured with ``scripts/lookahead_sweep.py``.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import numpy as np
+
+from ..errors import UserError
+from ..tree import Tree, beams_to_tree
+
+AUTO_LADDER = (16, 8, 4, 2, 1, 0)  # widths timed by window="auto"
+AUTO_REPEATS = 2  # timed steps per width
+
+
+def window_mask(levels: int, width: int) -> np.ndarray:
+    """(A, A) bool, A = levels * width, level-major: what window token (r, j) attends to."""
+    mask = np.zeros((levels, width, levels, width), dtype=bool)
+    for r in range(levels):
+        for j in range(width):
+            mask[r, j, 0, : j + 1] = True
+            mask[r, j, 1 : r + 1, j] = True
+    return mask.reshape(levels * width, levels * width)
+
+
+def window_depth(levels: int, width: int) -> np.ndarray:
+    """(A,) depth below the root of window token (r, j): ``j + r + 1``."""
+    return (np.arange(levels)[:, None] + np.arange(width)[None, :] + 1).reshape(-1)
+
+
+def pick_window(step_seconds: dict[int, float], slack: float) -> int:
+    """The widest w whose step costs at most ``(1 + slack)`` x the step with w = 0.
+
+    Example: ``pick_window({0: 0.10, 2: 0.11, 4: 0.13, 8: 0.16}, 0.25) == 4``.
+    """
+    budget = (1 + slack) * step_seconds[0]
+    return max(w for w, s in step_seconds.items() if s <= budget)
+
+
+class Lookahead:
+    name = "lookahead"
+
+    def __init__(self, window: int | str = 4, ngram: int = 3, guesses: int = 4, slack: float = 0.25, seed: int = 0):
+        if ngram < 2:
+            raise UserError(f"--ngram must be >= 2, got {ngram}")
+        if guesses < 0:
+            raise UserError(f"--guesses must be >= 0, got {guesses}")
+        if window != "auto" and (not isinstance(window, int) or window < 0):
+            raise UserError(f"--window must be an integer >= 0 or 'auto', got {window!r}")
+        self.auto = window == "auto"
+        self.width = max(AUTO_LADDER) if self.auto else window  # columns held in the window
+        self.levels, self.guesses, self.slack = ngram - 1, guesses, slack
+        self.calibration = [w for _ in range(AUTO_REPEATS) for w in AUTO_LADDER] if self.auto else []
+        self.timings: dict[int, list[float]] = {}
+        self.rng = np.random.default_rng(seed)
+        self.pool: dict[int, list[tuple[int, ...]]] = {}
+        self.history: list[int] = []
+        self.window = np.zeros((self.levels, self.width), dtype=np.int64)
+        self._fed = 0  # columns fed in the last proposed tree
+        self._t_proposed = 0.0
+        self._masks: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    # -- pool -----------------------------------------------------------------------------------
+
+    def _remember(self, ngram) -> None:
+        """Add an n-gram (N tokens): its continuation becomes the most recent for its first token."""
+        key, rest = int(ngram[0]), tuple(int(t) for t in ngram[1:])
+        entries = self.pool.setdefault(key, [])
+        if rest in entries:
+            entries.remove(rest)
+        entries.insert(0, rest)
+        del entries[self.guesses :]
+
+    def _remember_text(self, start: int) -> None:
+        """Add the n-grams of ``history`` that end at index >= start + levels."""
+        for i in range(max(0, start - self.levels), len(self.history) - self.levels):
+            self._remember(self.history[i : i + self.levels + 1])
+
+    # -- protocol -------------------------------------------------------------------------------
+
+    def reset(self, context, hidden) -> None:
+        self.history = list(context)
+        self.pool = {}
+        self._remember_text(0)
+        self.window = self.rng.choice(np.asarray(self.history), size=(self.levels, self.width))
+
+    def propose(self, root: int) -> Tree:
+        continuations = self.pool.get(int(root), [])[: self.guesses]
+        tree = beams_to_tree(root, continuations)[0] if continuations else Tree.chain(root)
+        width = self.calibration[0] if self.calibration else self.width
+        self._fed = width
+        if width:
+            n = tree.num_nodes
+            aux_mask, aux_depth = self._geometry(width)
+            rows = np.zeros((len(aux_depth), n + len(aux_depth)), dtype=bool)
+            rows[:, 0] = True  # the root
+            rows[:, n:] = aux_mask
+            tree = Tree(np.concatenate([tree.tokens, self.window[:, :width].reshape(-1)]), tree.parents,
+                        aux_depth=aux_depth, aux_mask=rows)
+        self._t_proposed = time.perf_counter()
+        return tree
+
+    def _geometry(self, width: int) -> tuple[np.ndarray, np.ndarray]:
+        if width not in self._masks:
+            self._masks[width] = window_mask(self.levels, width), window_depth(self.levels, width)
+        return self._masks[width]
+
+    def commit(self, tree, path, hidden, logits) -> None:
+        elapsed = time.perf_counter() - self._t_proposed
+        start = len(self.history)
+        self.history += tree.tokens[path].tolist()
+        self._remember_text(start)
+        width = self._fed
+        if self.calibration:
+            self.timings.setdefault(self.calibration.pop(0), []).append(elapsed)
+            if not self.calibration:
+                medians = {w: statistics.median(s) for w, s in self.timings.items()}
+                self.width = pick_window(medians, self.slack)
+        if not width:
+            return
+        import mlx.core as mx
+
+        newest = tree.num_nodes + (self.levels - 1) * width
+        guesses = np.array(mx.argmax(logits[newest : newest + width], axis=-1))  # window: argmax even when sampling
+        column = np.concatenate([self.window[:, :width], guesses[None]], axis=0)  # (L + 1, width) n-grams
+        for j in range(width):
+            self._remember(column[:, j])
+        self.window[:, :width] = column[1:]
+        if self.width < self.window.shape[1]:
+            self.window = self.window[:, : self.width].copy()
