@@ -16,12 +16,14 @@ app = typer.Typer(
 
 
 def _register():
+    from .bench_cmd import bench
     from .convert_cmd import convert, pull
     from .generate_cmd import generate
 
     app.command()(generate)
     app.command()(convert)
     app.command()(pull)
+    app.command()(bench)
     try:
         from .chat_cmd import chat
     except ImportError:

@@ -1,0 +1,359 @@
+"""Spec-Bench-style benchmark: every method against autoregressive decoding, prompt by prompt.
+
+Prompts are ``{question_id, category, turns}`` records. For each prompt the methods run one after
+the other in the same process, ``ar`` first, so machine drift hits them alike; a multi-turn prompt
+feeds each method's own answer back through the chat template. Each (prompt, method) is one row:
+
+    {"question_id": 82, "category": "writing", "method": "pld", "tokens": [...], "new_tokens": 128,
+     "decode_tokens": 127, "seconds": 1.93, "tokens_per_s": 65.8, "tau": 1.42, ...}
+
+``seconds`` is decode wall time (from the first token to the last; the prefill is ``prefill_s``).
+Under greedy decoding :func:`summarize` checks every row's tokens against ``ar``'s on the same
+prompt. Nothing here prints; ``cli/bench_cmd.py`` draws the progress bar, table and plot.
+The JSON file is documented in docs/bench.md.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import shlex
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import mlx.core as mx
+
+from .errors import UserError
+from .generate import Session
+from .sampling import SamplingParams
+from .stats import RunStats
+
+WARMUP_TOKENS = 16
+BASELINE = "ar"
+PEERS = {"mlx-lm": "mlx_lm.generate's generate_step (and speculative_generate_step with --draft-model)"}
+
+
+@dataclass(frozen=True)
+class Prompt:
+    question_id: int | str
+    category: str
+    turns: tuple[str, ...]
+
+
+def default_prompt_file() -> Path:
+    """The Spec-Bench dev split next to a checkout (``../shared/data/specbench/dev.jsonl``), else the
+    prompts packaged with mlx-specdec (three per Spec-Bench category)."""
+    dev = Path(__file__).resolve().parents[2] / "shared" / "data" / "specbench" / "dev.jsonl"
+    return dev if dev.is_file() else Path(__file__).parent / "data" / "bench_prompts.jsonl"
+
+
+def read_prompts(paths: Sequence[Path]) -> list[Prompt]:
+    """Records of every file in order; a (category, question_id) seen before is skipped."""
+    prompts, seen = [], set()
+    for path in map(Path, paths):
+        if not path.is_file():
+            raise UserError(f"no prompt file at {path}")
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                turns = record["turns"]
+                prompt = Prompt(record["question_id"], str(record.get("category") or path.stem), tuple(turns))
+                if not turns or not all(isinstance(t, str) for t in turns):
+                    raise TypeError("turns must be a non-empty list of strings")
+            except (ValueError, KeyError, TypeError) as e:
+                raise UserError(f"{path}:{n} is not a {{question_id, category, turns}} record ({e})") from None
+            if (prompt.category, prompt.question_id) not in seen:
+                seen.add((prompt.category, prompt.question_id))
+                prompts.append(prompt)
+    return prompts
+
+
+def select(prompts: Sequence[Prompt], categories: Sequence[str] = (), limit: int | None = None) -> list[Prompt]:
+    """Round-robin over categories (first prompt of each, then the second of each, ...), cut at
+    ``limit`` prompts in total: any limit samples the categories evenly, and a larger limit extends
+    a smaller one's selection (what ``--resume`` relies on). 40 prompts cover Spec-Bench's 13."""
+    by_category: dict[str, list[Prompt]] = {}
+    for p in prompts:
+        by_category.setdefault(p.category, []).append(p)
+    unknown = [c for c in categories if c not in by_category]
+    if unknown:
+        raise UserError(f"no prompts in category {', '.join(unknown)} (there are: {', '.join(by_category)})")
+    groups = [by_category[c] for c in (categories or by_category)]
+    order = [g[i] for i in range(max(map(len, groups), default=0)) for g in groups if i < len(g)]
+    return order[:limit] if limit is not None else order
+
+
+def row_key(row: dict) -> tuple:
+    return (row["category"], row["question_id"], row["method"])
+
+
+class LoopRunner:
+    """One of our methods: the shared target session with this method's drafter."""
+
+    peer = False
+
+    def __init__(self, session: Session, drafter, params: SamplingParams, eos_ids):
+        self.session, self.drafter, self.params, self.eos_ids = session, drafter, params, eos_ids
+
+    def start(self) -> None:
+        self.session.reset()  # every method prefills the same prompt from scratch
+
+    def turn(self, ids: list[int], max_tokens: int, stats: RunStats) -> tuple[list[int], float]:
+        """Generate after ``ids``; adds to ``stats``; returns (tokens, decode wall seconds)."""
+        tokens, first = [], None
+        for step in self.session.generate(ids, self.drafter, self.params, max_tokens, self.eos_ids):
+            now = time.perf_counter()
+            if step.prefill:
+                stats.prefill_tokens += self.session.last_prefill_tokens
+                first = now
+            stats.add(step)
+            tokens += step.tokens
+        return tokens, now - first
+
+
+class MlxLmRunner:
+    """mlx-lm's own decoding (``generate_step``, or ``speculative_generate_step`` with a draft
+    model) on the same weights and prompt ids, timed like ours: the clock starts at the first
+    target-produced token (after mlx-lm's prefill), and tokens up to it are not decode tokens."""
+
+    peer = True
+
+    def __init__(self, model, params: SamplingParams, eos_ids, draft_model=None, num_draft: int = 4):
+        from mlx_lm.sample_utils import make_sampler
+
+        self.model, self.draft_model, self.num_draft, self.eos_ids = model, draft_model, num_draft, set(eos_ids)
+        self.sampler = make_sampler(params.temperature, params.top_p, top_k=params.top_k)
+        self.seed = params.seed
+
+    def start(self) -> None:
+        if self.seed is not None:
+            mx.random.seed(self.seed)
+
+    def turn(self, ids: list[int], max_tokens: int, stats: RunStats) -> tuple[list[int], float]:
+        from mlx_lm.generate import generate_step, speculative_generate_step
+
+        prompt = mx.array(ids)
+        if self.draft_model is None:
+            steps = ((t, False) for t, _ in generate_step(prompt, self.model, max_tokens=max_tokens, sampler=self.sampler))
+        else:
+            steps = ((t, d) for t, _, d in speculative_generate_step(
+                prompt, self.model, self.draft_model, num_draft_tokens=self.num_draft, max_tokens=max_tokens,
+                sampler=self.sampler))
+        t0 = time.perf_counter()
+        tokens, first, counted, forwards, drafted, eos, from_draft = [], None, 0, 0, 0, False, False
+        for token, from_draft in steps:
+            token, now = int(token), time.perf_counter()
+            forwards += not from_draft  # each target forward ends with one token of its own
+            drafted += from_draft
+            if first is None and not from_draft:
+                first, counted = now, len(tokens) + 1
+                stats.prefill_s += now - t0
+            if token in self.eos_ids:
+                eos = True
+                break
+            tokens.append(token)
+        steps.close()
+        forwards += from_draft  # stopped inside a verified run of drafts
+        seconds = now - first if first is not None else 0.0
+        stats.prefill_tokens += len(ids)
+        stats.new_tokens += len(tokens)
+        stats.produced += len(tokens) + eos
+        stats.target_forwards += forwards
+        stats.decode_tokens += max(len(tokens) - counted, 0)
+        stats.accepted += drafted
+        return tokens, seconds
+
+
+def peak_memory_mb() -> tuple[float, str]:
+    """MLX's peak since the last reset, else the process's maximum resident set size."""
+    peak = mx.get_peak_memory()
+    if peak:
+        return peak / 2**20, "mlx"
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / (2**20 if sys.platform == "darwin" else 2**10), "rss"
+
+
+def run_conversation(tokenizer, prompt: Prompt, method: str, runner, max_tokens: int) -> dict:
+    """One row: ``prompt``'s turns in order with ``runner``, each answer fed back as context."""
+    stats, tokens, per_turn, seconds, messages = RunStats(), [], [], 0.0, []
+    mx.reset_peak_memory()
+    runner.start()
+    for text in prompt.turns:
+        messages.append({"role": "user", "content": text})
+        out, secs = runner.turn(tokenizer.chat_ids(messages), max_tokens, stats)
+        messages.append({"role": "assistant", "content": tokenizer.decode(out)})
+        tokens += out
+        per_turn.append(len(out))
+        seconds += secs
+    memory, source = peak_memory_mb()
+    ours = not runner.peer
+    row = dict(
+        question_id=prompt.question_id, category=prompt.category, method=method, peer=runner.peer,
+        tokens=tokens, turn_new_tokens=per_turn, new_tokens=len(tokens), decode_tokens=stats.decode_tokens,
+        target_forwards=stats.target_forwards, seconds=round(seconds, 5),
+        tokens_per_s=round(stats.decode_tokens / seconds, 3) if seconds > 0 else 0.0, tau=round(stats.tau, 4),
+        prefill_tokens=stats.prefill_tokens, prefill_s=round(stats.prefill_s, 5),
+        draft_s=round(stats.draft_s, 5) if ours else None, verify_s=round(stats.verify_s, 5) if ours else None,
+        bookkeeping_s=round(stats.bookkeeping_s, 5) if ours else None,
+        proposed=stats.proposed if ours else None, accepted=stats.accepted,
+        forward_tokens=stats.forward_tokens if ours else None,
+        proposed_by_depth=stats.proposed_by_depth if ours else None,
+        accepted_by_depth=stats.accepted_by_depth if ours else None,
+        acceptance_by_depth=[round(a, 4) for a in stats.acceptance_by_depth] if ours else None,
+        peak_memory_mb=round(memory, 1), memory_source=source,
+    )
+    return row
+
+
+def run(todo: Sequence[tuple[Prompt, str]], runners: dict, tokenizer, max_tokens: int,
+        progress: Callable[[int, int, str], None] | None = None, warmup: bool = True) -> Iterator[dict]:
+    """Run the (prompt, method) pairs in order, yielding one row each. A warm-up generation of
+    every runner on the first prompt comes first and is not reported."""
+    progress = progress or (lambda *_: None)
+    if warmup and todo:
+        first = Prompt(todo[0][0].question_id, "warm-up", todo[0][0].turns[:1])
+        for name in dict.fromkeys(m for _, m in todo):
+            progress(0, len(todo), f"warm-up · {name}")
+            run_conversation(tokenizer, first, name, runners[name], min(max_tokens, WARMUP_TOKENS))
+    for i, (prompt, method) in enumerate(todo):
+        progress(i, len(todo), f"{prompt.category} #{prompt.question_id} · {method}")
+        yield run_conversation(tokenizer, prompt, method, runners[method], max_tokens)
+    progress(len(todo), len(todo), "done")
+
+
+def plan(prompts: Sequence[Prompt], methods: Sequence[str], rows: Sequence[dict] = ()) -> list[tuple[Prompt, str]]:
+    """The (prompt, method) pairs still to run, prompt-major (methods interleaved per prompt)."""
+    done = {row_key(r) for r in rows}
+    return [(p, m) for p in prompts for m in methods if (p.category, p.question_id, m) not in done]
+
+
+def check_lossless(rows: Sequence[dict], greedy: bool) -> None:
+    """Set each row's ``matches_ar`` (None where there is nothing to compare: ar itself, sampling,
+    or no ar row for the prompt) and ``first_mismatch`` (index of the first differing token)."""
+    base = {(r["category"], r["question_id"]): r for r in rows if r["method"] == BASELINE}
+    for r in rows:
+        ref = base.get((r["category"], r["question_id"]))
+        if not greedy or r["method"] == BASELINE or ref is None:
+            r["matches_ar"], r["first_mismatch"] = None, None
+            continue
+        same = r["tokens"] == ref["tokens"] and r["turn_new_tokens"] == ref["turn_new_tokens"]
+        r["matches_ar"] = same
+        r["first_mismatch"] = None if same else next(
+            (i for i, (a, b) in enumerate(zip(r["tokens"], ref["tokens"])) if a != b),
+            min(len(r["tokens"]), len(ref["tokens"])))
+
+
+def _aggregate(rows: list[dict], base: dict) -> dict:
+    paired = [(r, base[(r["category"], r["question_id"])]) for r in rows if (r["category"], r["question_id"]) in base]
+    ratios = [r["tokens_per_s"] / b["tokens_per_s"] for r, b in paired if r["tokens_per_s"] > 0 and b["tokens_per_s"] > 0]
+
+    def rate(rs):
+        seconds = sum(r["seconds"] for r in rs)
+        return sum(r["decode_tokens"] for r in rs) / seconds if seconds > 0 else 0.0
+
+    base_rate = rate([b for _, b in paired])
+    forwards = sum(r["target_forwards"] for r in rows)
+    return dict(
+        prompts=len(rows),
+        new_tokens=sum(r["new_tokens"] for r in rows),
+        seconds=round(sum(r["seconds"] for r in rows), 4),
+        tokens_per_s=round(rate(rows), 3),
+        speedup_mean=round(sum(ratios) / len(ratios), 4) if ratios else None,
+        speedup_total=round(rate([r for r, _ in paired]) / base_rate, 4) if paired and base_rate > 0 else None,
+        tau=round(sum(r["tau"] * r["target_forwards"] for r in rows) / forwards, 4) if forwards else 0.0,
+        prefill_s=round(sum(r["prefill_s"] for r in rows), 4),
+        peak_memory_mb=max(r["peak_memory_mb"] for r in rows),
+        checked=sum(r["matches_ar"] is not None for r in rows),
+        mismatches=sum(r["matches_ar"] is False for r in rows),
+    )
+
+
+def summarize(rows: Sequence[dict], greedy: bool) -> dict:
+    """Per category and overall, per method: speedup over ar (mean of per-prompt tokens/s ratios,
+    and ratio of total tokens/s), tau, tokens/s, mismatches. Also checks losslessness (see
+    :func:`check_lossless`); ``lossless`` is False when one of our methods (not a peer) mismatched."""
+    check_lossless(rows, greedy)
+    base = {(r["category"], r["question_id"]): r for r in rows if r["method"] == BASELINE}
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    categories = list(dict.fromkeys(r["category"] for r in rows))
+
+    def table(rs):
+        return {m: _aggregate([r for r in rs if r["method"] == m], base) for m in methods if any(r["method"] == m for r in rs)}
+
+    overall = table(rows)
+    peers = {r["method"] for r in rows if r["peer"]}
+    return dict(
+        by_category={c: table([r for r in rows if r["category"] == c]) for c in categories},
+        overall=overall,
+        mismatches={m: s["mismatches"] for m, s in overall.items()},
+        lossless=all(s["mismatches"] == 0 for m, s in overall.items() if m not in peers),
+    )
+
+
+def _processor() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _version(package: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None
+
+
+def make_meta(model_path, dtype: str, settings: dict, argv: Sequence[str] = ()) -> dict:
+    from . import __version__
+    from .platform_setup import blas_in_use
+
+    return dict(
+        machine=dict(platform=platform.platform(), processor=_processor(), arch=platform.machine(),
+                     cores=os.cpu_count(), python=platform.python_version()),
+        backend=str(mx.default_device()), dtype=dtype, blas=blas_in_use(), model=str(model_path),
+        versions={"mlx": _version("mlx") or mx.__version__, "mlx_lm": _version("mlx-lm"), "mlx_specdec": __version__},
+        command=" ".join(shlex.quote(a) for a in argv), date=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        settings=settings,
+    )
+
+
+SETTINGS_THAT_MUST_MATCH = ("model", "dtype", "max_tokens", "temperature", "top_p", "top_k", "seed")
+
+
+def load_report(path: Path, settings: dict) -> dict:
+    """A results file to resume; its settings must agree with this run's."""
+    try:
+        report = json.loads(Path(path).read_text())
+        rows, old = report["results"], report["meta"]["settings"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise UserError(f"cannot resume from {path}: not a bench results file ({e})") from None
+    differ = [k for k in SETTINGS_THAT_MUST_MATCH if old.get(k) != settings.get(k)]
+    if differ:
+        k = differ[0]
+        raise UserError(f"cannot resume {path}: it was run with {k}={old.get(k)!r}, this run has {settings.get(k)!r}")
+    return report
+
+
+def save_report(path: Path, report: dict) -> None:
+    """Write atomically (a temporary file renamed over ``path``), one line per result row."""
+    path = Path(path)
+    parts = [f'"{k}": {json.dumps(v, indent=1)}' for k, v in report.items() if k != "results"]
+    rows = ",\n".join(json.dumps(r) for r in report.get("results", []))
+    text = "{\n" + ",\n".join(parts + [f'"results": [\n{rows}\n]']) + "\n}\n"
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)

@@ -1,0 +1,211 @@
+"""``mlx-specdec bench``: Spec-Bench-style runs of every method against ar (and mlx-lm), with a
+progress bar, a summary table, a JSON file and a bar chart."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ..errors import UserError
+from .common import build_drafter, console, load_target, out, resolve_model
+
+
+def bench(
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="MLX model directory or store name (default: smollm2-135m, pulled on first use)."),
+    methods: str = typer.Option("ar,pld", "--methods", help="Comma-separated methods; ar (the baseline) always runs first."),
+    prompts: list[Path] = typer.Option([], "--prompts", help="JSONL of {question_id, category, turns} (repeatable; default: the Spec-Bench dev split, else the packaged prompts)."),
+    categories: Optional[str] = typer.Option(None, "--categories", help="Comma-separated categories to keep."),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Prompts in total, taken round-robin across categories (every category gets its share)."),
+    max_tokens: int = typer.Option(256, "--max-tokens", min=1, help="New tokens per turn."),
+    temp: float = typer.Option(0.0, "--temp", help="Sampling temperature; 0 = greedy (the only mode where outputs are compared)."),
+    top_p: float = typer.Option(1.0, "--top-p", help="Nucleus sampling mass."),
+    top_k: int = typer.Option(0, "--top-k", help="Keep only the k most likely tokens (0 = off)."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Random seed for sampling."),
+    dtype: Optional[str] = typer.Option(None, "--dtype", help="float32 (default on CPU), float16 (default on GPU), bfloat16."),
+    peers: Optional[str] = typer.Option(None, "--peers", help="Other implementations to run on the same prompts: mlx-lm."),
+    draft_model: Optional[str] = typer.Option(None, "--draft-model", help="Draft model (draft-model method; also mlx-lm's speculative mode with --peers mlx-lm)."),
+    num_draft: Optional[int] = typer.Option(None, "--num-draft", help="Drafted tokens per step (pld, draft-model, mlx-lm speculative)."),
+    drafter: Optional[str] = typer.Option(None, "--drafter", help="A trained draft head directory (redrafter)."),
+    tree: Optional[str] = typer.Option(None, "--tree", help="Draft tree shape for redrafter: beam or dynamic."),
+    window: Optional[str] = typer.Option(None, "--window", help="Lookahead window width W (or 'auto')."),
+    ngram: Optional[int] = typer.Option(None, "--ngram", help="Lookahead n-gram size N."),
+    guesses: Optional[int] = typer.Option(None, "--guesses", help="Lookahead n-grams verified per step G."),
+    out_path: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the results JSON here (rewritten after every row)."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Write a PNG bar chart of speedup and tau (needs mlx-specdec[plot])."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the --out file: skip the rows it already has."),
+    allow_mismatch: bool = typer.Option(False, "--allow-mismatch", help="Exit 0 even if a method's greedy output differs from ar's."),
+):
+    """Benchmark decoding methods on Spec-Bench-style prompts: speedup over ar, tau, tokens/s, losslessness."""
+    from .. import bench as lib
+    from ..generate import Session
+    from ..sampling import SamplingParams
+
+    params = SamplingParams(temperature=temp, top_p=top_p, top_k=top_k, seed=seed)
+    names = [lib.BASELINE] + [m for m in dict.fromkeys(_split(methods)) if m != lib.BASELINE]
+    peer_names = list(dict.fromkeys(_split(peers)))
+    for p in peer_names:
+        if p not in lib.PEERS:
+            raise UserError(f"unknown peer {p!r} (choose from: {', '.join(lib.PEERS)})")
+    if resume and out_path is None:
+        raise UserError("--resume needs --out FILE (the results file to continue)")
+    if plot is not None:
+        _matplotlib()  # fail before the run, not after it
+    selected = lib.select(lib.read_prompts(prompts or [lib.default_prompt_file()]), _split(categories), limit)
+    if not selected:
+        raise UserError("no prompts selected")
+
+    loaded = load_target(model, dtype)
+    settings = dict(model=str(loaded.path), dtype=loaded.dtype, max_tokens=max_tokens, temperature=temp, top_p=top_p,
+                    top_k=top_k, seed=seed, methods=names, peers=peer_names, draft_model=draft_model, num_draft=num_draft,
+                    prompts=[str(p) for p in (prompts or [lib.default_prompt_file()])], categories=_split(categories),
+                    limit=limit)
+    rows = lib.load_report(out_path, settings)["results"] if resume and out_path.exists() else []
+    session = Session(loaded.model, loaded.max_context)
+    window_value = None if window is None else (window if window == "auto" else _int(window, "--window"))
+    runners = {}
+    for name in names:
+        d = build_drafter(name, loaded, params, num_draft=num_draft, draft_model=draft_model, drafter_path=drafter,
+                          tree=tree, window=window_value, ngram=ngram, guesses=guesses)
+        runners[name] = lib.LoopRunner(session, d, params, loaded.tokenizer.eos_ids)
+    if "mlx-lm" in peer_names:
+        runners.update(_mlx_lm_runners(loaded, params, draft_model, num_draft or 4))
+    order = names + [n for n in runners if n not in names]
+    todo = lib.plan(selected, order, rows)
+    meta = lib.make_meta(loaded.path, loaded.dtype, settings, sys.argv)
+    greedy = params.greedy
+
+    def save():
+        if out_path is not None:
+            lib.save_report(out_path, dict(meta=meta, summary=lib.summarize(rows, greedy), results=rows))
+
+    interrupted = False
+    try:
+        with _progress() as update:
+            for row in lib.run(todo, runners, loaded.tokenizer, max_tokens, progress=update):
+                rows.append(row)
+                save()
+    except KeyboardInterrupt:
+        interrupted = True
+    save()
+    summary = lib.summarize(rows, greedy)
+    if rows:
+        _print_table(summary, meta)
+    if out_path is not None:
+        console.print(f"[dim]{len(rows)} rows in {out_path}[/]")
+    if plot is not None and rows:
+        _plot(summary, plot, meta)
+        console.print(f"[dim]plot: {plot}[/]")
+    if interrupted:
+        console.print("[yellow]interrupted[/]" + (f": continue with --resume --out {out_path}" if out_path else ""))
+        raise typer.Exit(130)
+    bad = {m: n for m, n in summary["mismatches"].items() if n and m in names}  # peers are reported, not failed
+    if bad and not allow_mismatch:
+        console.print(f"[bold red]error:[/] greedy output differs from ar's: "
+                      + ", ".join(f"{m} on {n} prompt(s)" for m, n in bad.items()) + " (--allow-mismatch to ignore)")
+        raise typer.Exit(1)
+
+
+def _split(text: Optional[str]) -> list[str]:
+    return [t.strip() for t in (text or "").split(",") if t.strip()]
+
+
+def _int(value: str, name: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise UserError(f"{name} must be an integer or 'auto', got {value!r}") from None
+
+
+def _mlx_lm_runners(loaded, params, draft_model, num_draft) -> dict:
+    """mlx-lm's models on the same directories, cast to the same dtype as ours."""
+    from mlx_lm.utils import load_model
+
+    from .. import bench as lib
+    from ..loader import DTYPES
+
+    def load(path):
+        with console.status(f"Loading {Path(path).name} with mlx-lm..."):
+            m, _ = load_model(Path(path))
+            m.set_dtype(DTYPES[loaded.dtype])
+            return m
+
+    target = load(loaded.path)
+    runners = {"mlx-lm": lib.MlxLmRunner(target, params, loaded.tokenizer.eos_ids)}
+    if draft_model is not None:
+        runners["mlx-lm-spec"] = lib.MlxLmRunner(target, params, loaded.tokenizer.eos_ids,
+                                                 draft_model=load(resolve_model(draft_model)), num_draft=num_draft)
+    return runners
+
+
+def _progress():
+    from contextlib import contextmanager
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    @contextmanager
+    def bar():
+        with Progress(TextColumn("[bold]bench"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[what]}"),
+                      TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=console, transient=True) as p:
+            task = p.add_task("bench", total=None, what="")
+            yield lambda done, total, what="": p.update(task, completed=done, total=total, what=what)
+
+    return bar()
+
+
+def _fmt(value, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _print_table(summary: dict, meta: dict) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"{Path(meta['model']).name} · {meta['backend']} · {meta['dtype']} · BLAS {meta['blas']}",
+                  caption="speedup: mean of per-prompt tokens/s ratios over ar, and ratio of total tokens/s (Σ)")
+    for col in ("category", "method", "n", "speedup", "speedup Σ", "tau", "tok/s", "mismatch"):
+        table.add_column(col, justify="left" if col in ("category", "method") else "right", no_wrap=True)
+    groups = list(summary["by_category"].items()) + [("overall", summary["overall"])]
+    for i, (category, by_method) in enumerate(groups):
+        for j, (method, s) in enumerate(by_method.items()):
+            mism = "-" if not s["checked"] else (f"[red]{s['mismatches']}[/]" if s["mismatches"] else "0")
+            table.add_row(category if j == 0 else "", method, str(s["prompts"]), _fmt(s["speedup_mean"], ".2f"),
+                          _fmt(s["speedup_total"], ".2f"), f"{s['tau']:.2f}", f"{s['tokens_per_s']:.1f}", mism,
+                          end_section=j == len(by_method) - 1 and i < len(groups) - 1, style="bold" if category == "overall" else None)
+    out.print(table)
+
+
+def _matplotlib():
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise UserError("--plot needs matplotlib: pip install 'mlx-specdec[plot]'") from None
+    return plt
+
+
+def _plot(summary: dict, path: Path, meta: dict) -> None:
+    """Two panels of grouped bars (speedup over ar, tau): categories on x, one bar per method."""
+    plt = _matplotlib()
+    groups = {**summary["by_category"], "overall": summary["overall"]}
+    methods = list(summary["overall"])
+    fig, axes = plt.subplots(2, 1, figsize=(max(8, 0.9 * len(groups) * max(1, len(methods)) / 2 + 3), 8), sharex=True)
+    width = 0.8 / len(methods)
+    for ax, key, label in ((axes[0], "speedup_total", "speedup over ar (ratio of tokens/s)"), (axes[1], "tau", "tau (tokens per target forward)")):
+        for k, method in enumerate(methods):
+            values = [(groups[c].get(method) or {}).get(key) or 0.0 for c in groups]
+            xs = [i + (k - (len(methods) - 1) / 2) * width for i in range(len(groups))]
+            bars = ax.bar(xs, values, width, label=method)
+            ax.bar_label(bars, fmt="%.2f", fontsize=7, padding=1)
+        ax.axhline(1.0, color="gray", linewidth=0.8, linestyle="--")
+        ax.set_ylabel(label)
+        ax.margins(y=0.15)
+    axes[0].legend(ncol=len(methods), fontsize=8, loc="upper left")
+    axes[0].set_title(f"{Path(meta['model']).name} · {meta['backend']} · {meta['dtype']} · max {meta['settings']['max_tokens']} tokens", fontsize=10)
+    axes[1].set_xticks(range(len(groups)), list(groups), rotation=30, ha="right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
