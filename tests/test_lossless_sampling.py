@@ -100,6 +100,7 @@ DRAFTERS = {
     "pld": lambda target, draft: (lambda seed, params: make_drafter("pld", num_draft=2, num_matches=3)),
     "random-tree": lambda target, draft: (lambda seed, params: RandomTree(seed)),
     "draft-model-sampled": lambda target, draft: (lambda seed, params: DraftModel(draft, num_draft=2, params=params)),
+    "lookahead": lambda target, draft: (lambda seed, params: make_drafter("lookahead", window=2, ngram=3, guesses=2, seed=seed)),
 }
 
 

@@ -69,7 +69,7 @@ def window_depth(levels: int, width: int) -> np.ndarray:
 def pick_window(step_seconds: dict[int, float], slack: float) -> int:
     """The widest w whose step costs at most ``(1 + slack)`` x the step with w = 0.
 
-    Example: ``pick_window({0: 0.10, 2: 0.11, 4: 0.13, 8: 0.16}, 0.25) == 4``.
+    Example: ``pick_window({0: 0.10, 2: 0.11, 4: 0.12, 8: 0.16}, 0.25) == 4``.
     """
     budget = (1 + slack) * step_seconds[0]
     return max(w for w, s in step_seconds.items() if s <= budget)
