@@ -11,6 +11,7 @@ METHODS = {
     "pld": "prompt lookup: copies continuations of repeated n-grams, no weights",
     "draft-model": "a smaller model with the same tokenizer drafts a chain (--draft-model PATH)",
     "lookahead": "lookahead decoding: Jacobi iterations fill an n-gram pool, no weights (--window --ngram --guesses)",
+    "redrafter": "ReDrafter: a trained recurrent head drafts beams or a dynamic tree (--tree beam|dynamic, --drafter HEAD_DIR)",
 }
 
 
@@ -32,4 +33,8 @@ def make_drafter(name: str, **options) -> Drafter:
         from .lookahead import Lookahead
 
         return Lookahead(**options)
+    if name == "redrafter":
+        from .redrafter import make_redrafter
+
+        return make_redrafter(**options)
     raise UserError(f"unknown method {name!r} (choose from: {', '.join(METHODS)})")

@@ -1,0 +1,229 @@
+"""ReDrafter: a recurrent draft head on the target's last hidden state, drafting trees.
+
+``--tree beam`` (the paper): beam search over the head's log-probs, width W and length L. Only
+beam 0 (the root) expands at the first step. The W beams are merged into a prefix tree
+(:func:`~mlx_specdec.tree.beams_to_tree`, "dynamic tree attention"): shared prefixes are verified
+once. Example with W=3, L=3: beams ``[a b c] [a b d] [e f g]`` are 9 tokens but 7 tree nodes
+(``a``, ``b`` shared), so ``saved`` = 2/9.
+
+``--tree dynamic`` (EAGLE-2's idea on this head): expand the root's top-k children; then, for
+``depth - 1`` rounds, expand the k frontier nodes with the highest path confidence (sum of draft
+log-probs) into their top-k children each, and make the best k of those k^2 the next frontier.
+Finally keep the global top-n nodes by path confidence (a child never scores above its parent, and
+parents are always kept). Each round is one batched head step.
+
+Both searches run lazily in MLX and read the result with one host sync. Drafts are deterministic,
+so sampling uses the sibling-wise rule (``verify_deterministic``), never ``min(1, p/q)``.
+
+The head needs h, the target's hidden state at the token *before* the root (the one whose logits
+gave the root): ``reset`` receives it from the prefill and ``commit`` takes ``hidden[path[-1]]``.
+"""
+
+from __future__ import annotations
+
+import mlx.core as mx
+import numpy as np
+
+from ..errors import UserError
+from ..tree import Tree, beams_to_tree
+from .redrafter_head import ReDrafterHead
+
+
+def _top(x: mx.array, k: int) -> mx.array:
+    """Indices of the k largest entries of each row of x (..., V), best first."""
+    k = min(k, x.shape[-1])
+    idx = mx.argpartition(-x, k - 1, axis=-1)[..., :k]
+    order = mx.argsort(-mx.take_along_axis(x, idx, axis=-1), axis=-1)
+    return mx.take_along_axis(idx, order, axis=-1)
+
+
+def _log_softmax(logits: mx.array) -> mx.array:
+    logits = logits.astype(mx.float32)
+    return logits - mx.logsumexp(logits, axis=-1, keepdims=True)
+
+
+def beam_search(head: ReDrafterHead, target, h: mx.array, root: int, width: int, length: int):
+    """Beams (W, L) of token ids, best first, and their scores (W,) (sum of log-probs). Lazy."""
+    V = head.vocab_ids.shape[0]
+    s = head.step(h, target.embed(mx.array([root])), None)  # (1, D)
+    logprobs = _log_softmax(head.logits(target, h, s))[0]
+    first = _top(logprobs, width)  # (W,) subset ids: only the root expands at step 1
+    scores, seqs = logprobs[first], first[:, None]
+    s = mx.broadcast_to(s, (first.shape[0], s.shape[-1]))
+    for _ in range(length - 1):
+        s = head.step(h, target.embed(head.vocab_ids[seqs[:, -1]]), s)
+        cand = (scores[:, None] + _log_softmax(head.logits(target, h, s))).reshape(-1)
+        best = _top(cand, width)
+        beam, token = best // V, best % V
+        seqs = mx.concatenate([seqs[beam], token[:, None]], axis=1)
+        s, scores = s[beam], cand[best]
+    return head.vocab_ids[seqs], scores
+
+
+def dynamic_candidates(head: ReDrafterHead, target, h: mx.array, root: int, topk: int, depth: int):
+    """Candidate nodes of an EAGLE-2 style tree: (tokens, parents, scores) arrays, lazy.
+
+    Node ids start at 1 (0 is the root). Depth 1 holds k nodes, each later depth k^2 nodes, so
+    ``k + (depth - 1) k^2`` candidates, each with its parent id and path score.
+    """
+    V = head.vocab_ids.shape[0]
+    s = head.step(h, target.embed(mx.array([root])), None)
+    logprobs = _log_softmax(head.logits(target, h, s))[0]
+    first = _top(logprobs, topk)
+    k = first.shape[0]
+    tokens, parents, scores = [first], [mx.zeros((k,), mx.int32)], [logprobs[first]]
+    frontier_ids = mx.arange(1, k + 1)
+    frontier_tok, frontier_score = first, logprobs[first]
+    frontier_state = mx.broadcast_to(s, (k, s.shape[-1]))
+    offset = 1 + k
+    for _ in range(depth - 1):
+        s = head.step(h, target.embed(head.vocab_ids[frontier_tok]), frontier_state)  # (k, D)
+        cand = frontier_score[:, None] + _log_softmax(head.logits(target, h, s))  # (k, V')
+        child = _top(cand, topk)  # (k, k) per frontier node
+        child_score = mx.take_along_axis(cand, child, axis=-1)
+        tokens.append(child.reshape(-1))
+        parents.append(mx.repeat(frontier_ids, child.shape[1]).astype(mx.int32))
+        scores.append(child_score.reshape(-1))
+        best = _top(child_score.reshape(-1), topk)  # next frontier: best k of the k^2
+        frontier_ids = offset + best
+        frontier_tok, frontier_score = child.reshape(-1)[best], child_score.reshape(-1)[best]
+        frontier_state = s[best // child.shape[1]]
+        offset += child.size
+    return head.vocab_ids[mx.concatenate(tokens)], mx.concatenate(parents), mx.concatenate(scores)
+
+
+def select_tree(root: int, tokens: np.ndarray, parents: np.ndarray, scores: np.ndarray, n: int):
+    """Keep the n best candidates (parents always kept) as a Tree; returns (tree, kept ids).
+
+    Candidates are nodes 1..M (``tokens[i - 1]`` is node i's token, ``parents[i - 1]`` its parent,
+    0 = root). Kept nodes are ordered by depth, then score (siblings best first).
+
+    Example: tokens [a b c], parents [0 0 1], scores [-0.1 -2 -0.5], n = 2 keeps a and c (c under a).
+    """
+    M = len(tokens)
+    order = np.lexsort((np.arange(M), -scores))  # best first; parents win ties (smaller ids)
+    keep = np.zeros(M + 1, dtype=bool)
+    keep[0] = True
+    count = 0
+    for i in order:
+        node = i + 1
+        chain = []
+        while not keep[node]:
+            chain.append(node)
+            node = int(parents[node - 1])
+        if count + len(chain) > n:
+            if count >= n:
+                break
+            continue
+        keep[chain] = True
+        count += len(chain)
+        if count >= n:
+            break
+    kept = np.flatnonzero(keep[1:]) + 1
+    depth = np.zeros(M + 1, dtype=np.int64)
+    for node in range(1, M + 1):  # parents have smaller ids than children
+        depth[node] = depth[parents[node - 1]] + 1
+    kept = kept[np.lexsort((-scores[kept - 1], depth[kept]))]
+    new_id = {0: 0}
+    for i, node in enumerate(kept):
+        new_id[int(node)] = i + 1
+    tree_parents = [-1] + [new_id[int(parents[node - 1])] for node in kept]
+    return Tree(np.array([root] + tokens[kept - 1].tolist()), np.array(tree_parents)), kept
+
+
+class ReDrafter:
+    name = "redrafter"
+
+    def __init__(
+        self,
+        target,
+        head: ReDrafterHead,
+        tree: str = "beam",
+        beam_width: int = 4,
+        beam_length: int = 4,
+        topk: int = 4,
+        depth: int = 5,
+        num_nodes: int = 12,
+        budget=None,
+    ):
+        if tree not in ("beam", "dynamic"):
+            raise UserError(f"--tree must be 'beam' or 'dynamic', got {tree!r}")
+        for label, value in (("beam width", beam_width), ("beam length", beam_length), ("top-k", topk), ("depth", depth), ("tree size", num_nodes)):
+            if value < 1:
+                raise UserError(f"ReDrafter {label} must be >= 1, got {value}")
+        self.target, self.head, self.tree = target, head, tree
+        self.beam_width, self.beam_length = beam_width, beam_length
+        self.topk, self.depth, self.num_nodes = topk, depth, num_nodes
+        self.budget = budget  # a TreeBudget choosing num_nodes per step (dynamic trees), or None
+        self.h = None
+        self.drafted_tokens = 0  # beam tokens before merging, for the dedup share
+        self.tree_nodes = 0  # drafted tree nodes after merging
+
+    def reset(self, context, hidden) -> None:
+        self.h = hidden.reshape(-1)
+
+    @property
+    def saved_share(self) -> float:
+        """Share of beam tokens that prefix merging removed from verification (beam trees)."""
+        return 1 - self.tree_nodes / self.drafted_tokens if self.drafted_tokens else 0.0
+
+    def propose(self, root: int) -> Tree:
+        if self.tree == "beam":
+            beams, _ = beam_search(self.head, self.target, self.h, root, self.beam_width, self.beam_length)
+            beams = np.array(beams)
+            tree, _ = beams_to_tree(root, beams)
+            self.drafted_tokens += beams.size
+        else:
+            tokens, parents, scores = dynamic_candidates(self.head, self.target, self.h, root, self.topk, self.depth)
+            mx.eval(tokens, parents, scores)
+            n = self.budget.choose() if self.budget is not None else self.num_nodes
+            tree, self._kept = select_tree(root, np.array(tokens), np.array(parents), np.array(scores), n)
+            self.drafted_tokens += tree.num_nodes - 1
+        self.tree_nodes += tree.num_nodes - 1
+        return tree
+
+    def commit(self, tree, path, hidden, logits) -> None:
+        self.h = hidden[path[-1]]
+        if self.budget is not None and self.tree == "dynamic":
+            self.budget.observe(tree, path)
+
+
+def shipped_heads_dir():
+    from pathlib import Path
+
+    return Path(__file__).resolve().parent.parent / "heads"
+
+
+def find_shipped_head(target):
+    """The directory of a head shipped in the package that was trained for ``target``, or None."""
+    from .redrafter_head import check_target, read_head_config
+
+    for config_file in sorted(shipped_heads_dir().glob("*/config.json")):
+        try:
+            check_target(read_head_config(config_file.parent), target)
+        except UserError:
+            continue
+        return config_file.parent
+    return None
+
+
+def make_redrafter(target, head_path=None, budget=None, **options) -> ReDrafter:
+    """A ReDrafter for ``target`` with the head at ``head_path`` (default: the shipped head for it).
+
+    ``budget``: None, a TreeBudget, or True to measure/load the per-device cost table.
+    """
+    from .redrafter_head import load_head
+
+    if target is None:
+        raise UserError("--method redrafter needs the target model")
+    if head_path is None:
+        head_path = find_shipped_head(target)
+        if head_path is None:
+            raise UserError(
+                "no shipped ReDrafter head fits this model; train one with `mlx-specdec train-drafter` and pass --drafter PATH"
+            )
+    if budget is True:
+        from .tree_budget import TreeBudget
+
+        budget = TreeBudget.for_target(target)
+    return ReDrafter(target, load_head(head_path, target), budget=budget, **options)
