@@ -1,0 +1,173 @@
+"""`mlx-specdec chat`: the real process in a pseudo-terminal, cache reuse across turns, piped input."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import mlx.core as mx
+import pytest
+
+from mlx_specdec.chat import ChatEngine, Conversation
+from mlx_specdec.drafters import make_drafter
+from mlx_specdec.errors import UserError
+from mlx_specdec.generate import Session
+from mlx_specdec.loader import load
+from tiny_dir import write_tiny_model_dir
+
+ROOT = Path(__file__).resolve().parents[1]
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|[\x01\x02\r]")
+
+
+def tiny_chat_model(path: Path, context: int = 8192) -> Path:
+    """The tiny model directory, with EOS (<|im_end|>, id 2) never the greedy choice: answers run
+    to --max-tokens, so a long one is surely still streaming when Ctrl-C comes."""
+    model_dir = write_tiny_model_dir(path)
+    weights = mx.load(str(model_dir / "model.safetensors"))
+    weights["model.embed_tokens.weight"][2] = 0.0  # tied embeddings: EOS's logit is 0, below the largest
+    mx.save_safetensors(str(model_dir / "model.safetensors"), weights, metadata={"format": "mlx"})
+    config = json.loads((model_dir / "config.json").read_text())
+    (model_dir / "config.json").write_text(json.dumps({**config, "max_position_embeddings": context}))
+    return model_dir
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return tiny_chat_model(tmp_path_factory.mktemp("chat") / "model")
+
+
+@pytest.fixture
+def env(tmp_path):
+    return dict(os.environ, MLX_SPECDEC_NO_BLAS_REEXEC="1", MLX_SPECDEC_HISTORY_DIR=str(tmp_path / "history"),
+                TERM="xterm-256color", COLUMNS="120", LINES="40")
+
+
+def test_chat_in_a_terminal(model_dir, env, tmp_path):
+    pexpect = pytest.importorskip("pexpect")
+    child = pexpect.spawn(sys.executable, [str(ROOT / "cli.py"), "chat", "-m", str(model_dir), "--method", "ar",
+                                           "--max-tokens", "6", "--show-drafts"],
+                          env=env, cwd=str(tmp_path), dimensions=(40, 120), encoding="utf-8", timeout=60)
+    transcript = []
+
+    def send(line, *expect):
+        child.sendline(line)
+        for pattern in expect:
+            child.expect(pattern)
+            transcript.append(child.before + child.after)
+
+    child.expect("you>")
+    send("hi", "tau 1.00", "you>")
+    send("/method pld", "method: pld", "you>")
+    send("hello world", r"pld · [0-9.]+ tok/s · tau", "you>")
+    send("/max-tokens 5000")
+    child.expect("you>")
+    child.sendline("the cat sat")
+    child.expect("tok/s")  # the live status line: the answer is streaming
+    child.sendintr()
+    child.expect(r"interrupted: the partial answer is kept")
+    send("/max-tokens 6", "you>")
+    send("what is the cat", "tau", "you>")
+    send("/bogus", "unknown command '/bogus': type /help", "you>")
+    send("/save saved.json", "saved 8 messages", "you>")
+    send("/reset", "new conversation", "you>")
+    send("/load saved.json", r"loaded saved\.json: 8 messages", "you>")
+    child.sendintr()  # Ctrl-C at the prompt exits cleanly
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0, child.before
+
+    saved = json.loads((tmp_path / "saved.json").read_text())
+    roles = [m["role"] for m in saved["messages"]]
+    assert roles == ["user", "assistant"] * 4
+    assert [m["content"] for m in saved["messages"][0::2]] == ["hi", "hello world", "the cat sat", "what is the cat"]
+    assert [bool(m.get("interrupted")) for m in saved["messages"]] == [False] * 5 + [True] + [False] * 2
+    assert saved["settings"]["method"] == "pld" and saved["settings"]["max_tokens"] == 6
+    assert {"temp", "system"} <= saved["settings"].keys()
+    text = " ".join(ANSI.sub("", "".join(transcript)).split())
+    for answer in saved["messages"][1::2]:
+        assert " ".join(answer["content"].split()) in text  # every answer was shown (the loaded transcript too)
+    history = sorted((tmp_path / "history").glob("*.json"), key=lambda p: p.stat().st_mtime)
+    assert len(history) == 2  # /reset starts a new history file; the loaded conversation went there
+    assert [json.loads(h.read_text())["messages"] for h in history] == [saved["messages"]] * 2
+
+
+def engine_for(model_dir, method="ar", max_tokens=8, **kwargs):
+    loaded = load(model_dir, "float32")
+    conversation = Conversation(settings=dict(method=method, temp=0.0, top_p=1.0, top_k=0, max_tokens=max_tokens))
+    return ChatEngine(loaded, make_drafter(method), conversation, **kwargs), loaded
+
+
+def answer(engine, text, steps=None):
+    turn = engine.begin(text)
+    stream = engine.stream(turn)
+    for i, _ in enumerate(stream):
+        if steps is not None and i + 1 >= steps:
+            stream.close()
+    return turn
+
+
+def test_second_turn_prefills_only_the_new_message(model_dir):
+    engine, loaded = engine_for(model_dir)
+    first = answer(engine, "hi").generation
+    engine.set_method("pld", make_drafter("pld"))  # switching method keeps the cache
+    second = answer(engine, "hello world the cat").generation
+    ids1, ans1, ids2 = first.prompt_ids, first.tokens, second.prompt_ids
+    assert first.finish == "length" and ids2[: len(ids1) + len(ans1)] == ids1 + ans1  # the answer's own tokens
+    # the cache held ids1 + ans1[:-1]: prefilled = the last answer token, end of turn, the new message
+    new = loaded.tokenizer.encode("<|im_end|>\n<|im_start|>user\nhello world the cat<|im_end|>\n<|im_start|>assistant\n")
+    assert engine.session.last_prefill_tokens == 1 + len(new) and ids2[-len(new) - 1 :] == [ans1[-1]] + new
+    fresh = Session(loaded.model, loaded.max_context).generate(ids2, make_drafter("ar"), max_tokens=8, eos_ids=loaded.tokenizer.eos_ids)
+    assert [t for step in fresh for t in step.tokens] == second.tokens
+    assert engine.session.cache.offset == len(engine.session.cached)
+
+
+def test_interrupted_answer_is_kept_and_the_cache_stays_consistent(model_dir):
+    engine, loaded = engine_for(model_dir, method="pld", max_tokens=40)
+    turn = answer(engine, "the cat sat on the mat", steps=3)
+    assert turn.interrupted and engine.conversation.messages[-1]["interrupted"]
+    assert engine.conversation.messages[-1]["content"] == turn.generation.text != ""
+    assert engine.session.cache.offset == len(engine.session.cached)
+    second = answer(engine, "hi").generation
+    assert second.stats.prefill_tokens < len(second.prompt_ids) // 2
+    fresh = Session(loaded.model).generate(second.prompt_ids, make_drafter("ar"), max_tokens=40, eos_ids=loaded.tokenizer.eos_ids)
+    assert [t for step in fresh for t in step.tokens] == second.tokens
+
+
+def test_context_overflow_drops_the_oldest_turns(tmp_path):
+    engine, _ = engine_for(tiny_chat_model(tmp_path / "m", context=64), max_tokens=8)
+    engine.conversation.system = "be brief"
+    dropped = [answer(engine, "hello world the cat sat on the mat").dropped for _ in range(5)]
+    assert dropped[0] == 0 and sum(dropped) > 0
+    messages = engine.conversation.messages
+    assert messages[0] == {"role": "system", "content": "be brief"} and len(messages) < 11
+    with pytest.raises(UserError, match="context"):
+        engine.begin(" ".join(["hello"] * 80))
+    assert engine.conversation.messages == messages  # the refused message is not kept
+
+
+def test_autosave_and_json_round_trip(model_dir, tmp_path):
+    history = tmp_path / "h" / "chat.json"
+    engine, _ = engine_for(model_dir, history_path=history)
+    engine.conversation.system = "you are a cat"
+    answer(engine, "hi")
+    saved = Conversation.load(history)
+    assert saved.messages == engine.conversation.messages and saved.system == "you are a cat"
+    assert saved.settings["method"] == "ar" and saved.settings["max_tokens"] == 8
+    assert not list(history.parent.glob(".*.tmp"))  # written through a temporary file, renamed
+    (tmp_path / "bad.json").write_text('{"messages": [{"role": "robot"}]}')
+    with pytest.raises(UserError, match="not a saved conversation"):
+        Conversation.load(tmp_path / "bad.json")
+
+
+def test_piped_input_answers_and_exits_0(model_dir, env):
+    run = lambda *args, input: subprocess.run(  # noqa: E731
+        [sys.executable, str(ROOT / "cli.py"), "chat", "-m", str(model_dir), "--max-tokens", "5", *args],
+        input=input, capture_output=True, text=True, env=env, timeout=60)
+    first = run(input="hi\n/exit\n")
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.strip() and "tok/s" in first.stderr and "Traceback" not in first.stderr
+    again = run("--resume", input="/stats\n")  # end of input exits too
+    assert again.returncode == 0, again.stderr
+    assert "resumed" in again.stderr and "2 messages" in again.stderr and "session statistics" in again.stderr
