@@ -90,7 +90,7 @@ def open_gguf(gguf_path) -> GGUFReader:
         for tensor in reader.tensors:  # a truncated file fails here, not later
             if tensor.data.nbytes != tensor.n_bytes:
                 raise ValueError(f"tensor {tensor.name} is cut short")
-    except (ValueError, struct.error, IndexError, KeyError, UnicodeDecodeError, OverflowError, TypeError) as e:
+    except (OSError, ValueError, struct.error, IndexError, KeyError, UnicodeDecodeError, OverflowError, TypeError) as e:
         raise UserError(f"{path} is not a readable GGUF file ({e})") from e
     return reader
 
@@ -215,7 +215,13 @@ def short_float(x) -> float:
 
 
 def build_tokenizer(meta: Metadata) -> tuple[Tokenizer, dict, dict]:
-    """(tokenizer, tokenizer_config.json, special_tokens_map.json) for a byte-level BPE GGUF."""
+    """(tokenizer, tokenizer_config.json, special_tokens_map.json) for a byte-level BPE GGUF.
+
+    Every GGUF token keeps its id. Control tokens (type 3) become special added tokens, user-defined
+    ones (type 4, like Qwen's `<tool_call>`) plain added tokens; `[PAD…]` fillers stay unreachable.
+    Qwen2 vocabularies NFC-normalize like the original tokenizer, so decode(encode(text)) == text
+    holds for NFC text there and for any text elsewhere.
+    """
     model = meta.require("tokenizer.ggml.model")
     if model != "gpt2":
         raise UserError(f"GGUF tokenizer {model!r} is not supported (only byte-level BPE, 'gpt2')")
