@@ -66,7 +66,7 @@ def read_prompts(paths: Sequence[Path]) -> list[Prompt]:
                 record = json.loads(line)
                 turns = record["turns"]
                 prompt = Prompt(record["question_id"], str(record.get("category") or path.stem), tuple(turns))
-                if not turns or not all(isinstance(t, str) for t in turns):
+                if not isinstance(turns, list) or not turns or not all(isinstance(t, str) for t in turns):
                     raise TypeError("turns must be a non-empty list of strings")
             except (ValueError, KeyError, TypeError) as e:
                 raise UserError(f"{path}:{n} is not a {{question_id, category, turns}} record ({e})") from None

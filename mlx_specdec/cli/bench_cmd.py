@@ -74,7 +74,8 @@ def bench(
         runners.update(_mlx_lm_runners(loaded, params, draft_model, num_draft or 4))
     order = names + [n for n in runners if n not in names]
     todo = lib.plan(selected, order, rows)
-    meta = lib.make_meta(loaded.path, loaded.dtype, settings, sys.argv)
+    argv = ["mlx-specdec", *sys.argv[1:]] if Path(sys.argv[0]).name in ("mlx-specdec", "cli.py") else sys.argv
+    meta = lib.make_meta(loaded.path, loaded.dtype, settings, argv)
     greedy = params.greedy
 
     def save():
