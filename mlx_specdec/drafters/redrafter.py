@@ -45,7 +45,7 @@ def _log_softmax(logits: mx.array) -> mx.array:
 def beam_search(head: ReDrafterHead, target, h: mx.array, root: int, width: int, length: int):
     """Beams (W, L) of token ids, best first, and their scores (W,) (sum of log-probs). Lazy."""
     V = head.vocab_ids.shape[0]
-    s = head.step(h, target.embed(mx.array([root])), None)  # (1, D)
+    s = head.step(h, target.embed(root if isinstance(root, mx.array) else mx.array([root])), None)  # (1, D)
     logprobs = _log_softmax(head.logits(target, h, s))[0]
     first = _top(logprobs, width)  # (W,) subset ids: only the root expands at step 1
     scores, seqs = logprobs[first], first[:, None]

@@ -29,7 +29,11 @@ from ..cache import KVCache
 
 
 def _batched_greedy(model, prompts: list[list[int]], max_new: int, eos: set[int], top_k: int):
-    """Greedy continuation of each prompt. Returns per row: (tokens, hidden, topk_ids, topk_probs)."""
+    """Greedy continuation of each prompt. Returns per row: (tokens, hidden, topk_ids, topk_probs).
+
+    Rows that finish (EOS or max_new) leave the batch: their KV rows are dropped, so a step costs
+    what the rows still running need.
+    """
     B = len(prompts)
     lengths = np.array([len(p) for p in prompts])
     width = int(lengths.max())
@@ -39,8 +43,7 @@ def _batched_greedy(model, prompts: list[list[int]], max_new: int, eos: set[int]
         ids[b, pad[b] :] = p
     cols = np.arange(width)
     valid = cols[None, :] >= pad[:, None]  # (B, S) key slots that hold real tokens
-    causal = cols[None, :] <= cols[:, None]
-    mask = causal[None] & valid[:, None, :]
+    mask = (cols[None, :] <= cols[:, None])[None] & valid[:, None, :]
     mask |= np.eye(width, dtype=bool)[None]  # pad queries see themselves (no empty rows -> no NaN)
     positions = np.maximum(cols[None, :] - pad[:, None], 0)
     cache = KVCache(len(model.layers))
@@ -48,7 +51,7 @@ def _batched_greedy(model, prompts: list[list[int]], max_new: int, eos: set[int]
     h = hidden[:, -1]
     out_tok = [[int(p[-1])] for p in prompts]
     out_h, out_ki, out_kp = [[] for _ in range(B)], [[] for _ in range(B)], [[] for _ in range(B)]
-    done = np.zeros(B, dtype=bool)
+    rows = np.arange(B)  # original row of each batch row still running
     pos = lengths.copy()
     for step in range(max_new + 1):
         logits = model.lm_head_logits(h).astype(mx.float32)
@@ -61,30 +64,32 @@ def _batched_greedy(model, prompts: list[list[int]], max_new: int, eos: set[int]
         mx.eval(nxt, h, *extra)
         nxt_np, h_np = np.array(nxt), np.array(h.astype(mx.float16))
         extra_np = [np.array(e) for e in extra]
-        for b in range(B):
-            if done[b]:
-                continue
-            out_h[b].append(h_np[b])
+        running = np.ones(len(rows), dtype=bool)
+        for i, b in enumerate(rows):
+            out_h[b].append(h_np[i])
             if top_k:
-                out_ki[b].append(extra_np[0][b])
-                out_kp[b].append(extra_np[1][b].astype(np.float16))
+                out_ki[b].append(extra_np[0][i])
+                out_kp[b].append(extra_np[1][i].astype(np.float16))
             if step == max_new:
-                done[b] = True
+                running[i] = False
                 continue
-            out_tok[b].append(int(nxt_np[b]))
-            if int(nxt_np[b]) in eos:
-                done[b] = True
-        if done.all():
+            out_tok[b].append(int(nxt_np[i]))
+            running[i] = int(nxt_np[i]) not in eos
+        if not running.any():
             break
-        valid = np.concatenate([valid, np.ones((B, 1), dtype=bool)], axis=1)
-        step_mask = valid[:, None, None, :]
-        _, hidden = model(nxt[:, None], cache, mx.array(step_mask), mx.array(pos[:, None]))
+        if not running.all():
+            keep = mx.array(np.flatnonzero(running))
+            for layer in range(len(cache.keys)):
+                cache.keys[layer], cache.values[layer] = cache.keys[layer][keep], cache.values[layer][keep]
+            rows, valid, pos, nxt = rows[running], valid[running], pos[running], nxt[keep]
+        valid = np.concatenate([valid, np.ones((len(rows), 1), dtype=bool)], axis=1)
+        _, hidden = model(nxt[:, None], cache, mx.array(valid[:, None, None, :]), mx.array(pos[:, None]))
         h = hidden[:, -1]
         pos += 1
-    rows = []
+    result = []
     for b in range(B):
         n = len(out_h[b])
-        rows.append(
+        result.append(
             (
                 np.array(out_tok[b][:n], dtype=np.int32),
                 np.stack(out_h[b]),
@@ -92,7 +97,7 @@ def _batched_greedy(model, prompts: list[list[int]], max_new: int, eos: set[int]
                 np.stack(out_kp[b]) if top_k else None,
             )
         )
-    return rows
+    return result
 
 
 def encode_prompts(tokenizer, prompts: Sequence[str], max_prompt_tokens: int = 512) -> list[list[int]]:

@@ -1,0 +1,122 @@
+"""Tree size per device: the size that maximises expected tokens per second.
+
+The target's forward time for n new tokens is measured once per (model, dtype, device, BLAS) and
+cached as JSON under the model store (``<models_home>/.tree-costs/<key>.json``): a Mac GPU or a
+2-core CPU wants narrow trees, a datacenter GPU wide ones. During generation the drafter reports
+every verified tree; for each size m the budget keeps the mean number of tokens that a tree cut
+to its m best nodes (by draft confidence) would have had accepted. With a tree of n drafted nodes
+the accepted path is known for every m <= n (a cut tree accepts the prefix of the path whose
+nodes all rank <= m), so every ``explore_every``-th step drafts the largest tree to keep the
+estimates for large m fresh. The next tree size is then::
+
+    argmax_m  (1 + accepted(m)) / (forward_s(m + 1) + draft_s)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import time
+from pathlib import Path
+
+import mlx.core as mx
+import numpy as np
+
+SIZES = (1, 2, 4, 6, 8, 12, 16, 24, 32)
+
+
+def cost_key(target) -> str:
+    from ..platform_setup import blas_in_use
+    from .redrafter_head import target_fingerprint
+
+    args = target.args
+    dtype = str(target.embed(mx.array([0])).dtype).replace("mlx.core.", "")
+    ident = json.dumps([args.model_type, args.hidden_size, len(target.layers), args.vocab_size, target_fingerprint(target)])
+    model_hash = hashlib.sha256(ident.encode()).hexdigest()[:12]
+    device = f"{mx.default_device()}-{platform.machine()}-{blas_in_use()}".replace(" ", "").replace(",", "")
+    return f"{args.model_type}-{model_hash}-{dtype}-{device}".replace("(", "").replace(")", "")
+
+
+def measure_forward_costs(target, sizes=SIZES, past: int = 128, repeats: int = 3) -> dict[int, float]:
+    """Median seconds of one target forward over n new tokens behind ``past`` cached tokens."""
+    from ..cache import KVCache
+
+    rng = np.random.default_rng(0)
+    cache = KVCache(len(target.layers))
+    vocab = target.args.vocab_size
+    mx.eval(target(mx.array(rng.integers(0, vocab, (1, past))), cache)[0], *cache.state())
+    costs = {}
+    for n in sizes:
+        times = []
+        for _ in range(repeats + 1):
+            tokens = mx.array(rng.integers(0, vocab, (1, n)))
+            start = time.perf_counter()
+            logits, _ = target(tokens, cache)
+            mx.eval(logits, *cache.state())
+            times.append(time.perf_counter() - start)
+            cache.trim(n)
+        costs[n] = float(np.median(times[1:]))
+    return costs
+
+
+def cached_forward_costs(target, store: Path | None = None) -> dict[int, float]:
+    """The cost table for this (model, dtype, device), measured on first use and cached as JSON."""
+    if store is None:
+        from ..store import models_home
+
+        store = models_home()
+    path = Path(store) / ".tree-costs" / f"{cost_key(target)}.json"
+    try:
+        return {int(k): float(v) for k, v in json.loads(path.read_text())["forward_s"].items()}
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    costs = measure_forward_costs(target)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"key": cost_key(target), "forward_s": costs}, indent=1))
+        tmp.replace(path)
+    except OSError:
+        pass  # a read-only store: measure again next time
+    return costs
+
+
+class TreeBudget:
+    def __init__(self, forward_s: dict[int, float], max_nodes: int = 24, default: int = 12, explore_every: int = 8, warmup: int = 8):
+        sizes = sorted(forward_s)
+        self.forward_s = np.interp(np.arange(max_nodes + 2), sizes, [forward_s[n] for n in sizes])  # by token count
+        self.max_nodes, self.default = max_nodes, min(default, max_nodes)
+        self.explore_every, self.warmup = explore_every, warmup
+        self.accepted = np.zeros(max_nodes + 1)  # sum over steps of tokens accepted with the m best nodes
+        self.count = np.zeros(max_nodes + 1)  # steps whose tree had >= m drafted nodes
+        self.draft_s = 0.0
+        self.steps = 0
+
+    @classmethod
+    def for_target(cls, target, **kwargs) -> "TreeBudget":
+        return cls(cached_forward_costs(target), **kwargs)
+
+    def choose(self) -> int:
+        """Drafted nodes for the next tree."""
+        self.steps += 1
+        if self.steps <= self.warmup or self.steps % self.explore_every == 0:
+            return self.max_nodes
+        m = np.arange(1, self.max_nodes + 1)
+        seen = self.count[1:] > 0
+        if not seen.any():
+            return self.default
+        rate = (1 + self.accepted[1:] / np.maximum(self.count[1:], 1)) / (self.forward_s[m + 1] + self.draft_s)
+        return int(m[seen][np.argmax(rate[seen])])
+
+    def expected_rate(self, m: int) -> float:
+        return (1 + self.accepted[m] / max(self.count[m], 1)) / (self.forward_s[m + 1] + self.draft_s)
+
+    def observe(self, ranks: np.ndarray, path: list[int], draft_s: float) -> None:
+        """ranks: (N,) rank by confidence of each tree node (1 = best, node 0 unused); path: accepted."""
+        n = len(ranks) - 1
+        prefix_max = np.maximum.accumulate(ranks[path[1:]]) if len(path) > 1 else np.zeros(0)
+        m = np.arange(1, n + 1)
+        self.accepted[1 : n + 1] += (prefix_max[None, :] <= m[:, None]).sum(axis=1)
+        self.count[1 : n + 1] += 1
+        self.draft_s = draft_s if self.steps <= 1 else 0.9 * self.draft_s + 0.1 * draft_s
