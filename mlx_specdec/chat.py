@@ -36,6 +36,7 @@ from .textgen import Generation, stream_text
 
 ROLES = ("system", "user", "assistant")
 DEFAULT_SETTINGS = dict(method="pld", temp=0.0, top_p=1.0, top_k=0, max_tokens=512)
+SETTING_TYPES = dict(method=str, temp=float, top_p=float, top_k=int, max_tokens=int)
 AUTOSAVE_EVERY_S = 1.0  # while an answer streams, the partial answer is saved this often
 
 
@@ -108,8 +109,13 @@ class Conversation:
             isinstance(m, dict) and m.get("role") in ROLES and isinstance(m.get("content"), str) for m in messages
         ):
             raise UserError(f"{source} is not a saved conversation (expected {{\"messages\": [{{\"role\", \"content\"}}, ...]}})")
-        settings = data.get("settings") if isinstance(data.get("settings"), dict) else {}
-        conversation = cls([dict(m) for m in messages], {**DEFAULT_SETTINGS, **settings})
+        settings = {**DEFAULT_SETTINGS, **(data.get("settings") if isinstance(data.get("settings"), dict) else {})}
+        for key, kind in SETTING_TYPES.items():
+            try:
+                settings[key] = kind(settings[key])
+            except (TypeError, ValueError):
+                raise UserError(f"{source}: setting {key!r} should be a {kind.__name__}, got {settings[key]!r}") from None
+        conversation = cls([dict(m) for m in messages], settings)
         system = conversation.settings.pop("system", None)
         if system and conversation.system is None:
             conversation.system = system
@@ -142,13 +148,15 @@ class Turn:
     prompt_text: str  # the rendered conversation that prompt_ids encode
     dropped: int = 0  # oldest messages dropped so that the turn fits the model's context
     interrupted: bool = False
+    done: bool = False  # the answer is recorded in the conversation
 
 
 class ChatEngine:
     """A conversation on one model: token ids built turn by turn, statistics per method, autosave.
 
     Usage: ``turn = engine.begin("hi")`` then ``for piece, step in engine.stream(turn)``; closing
-    the stream early or an exception inside it (Ctrl-C) records the partial answer, marked.
+    the stream early or an exception inside it (Ctrl-C) records the partial answer, marked. A
+    caller interrupted before the stream started calls :meth:`finish` (it is idempotent).
     """
 
     def __init__(self, loaded, drafter, conversation: Conversation | None = None,
@@ -190,6 +198,7 @@ class ChatEngine:
 
     def begin(self, text: str) -> Turn:
         """Add the user message and build the turn's ids, dropping the oldest turns if they do not fit."""
+        self.params  # raises UserError on bad settings before the conversation changes
         messages = self.conversation.messages
         messages.append({"role": "user", "content": text})
         dropped = 0
@@ -225,10 +234,13 @@ class ChatEngine:
                     saved = time.monotonic()
         finally:
             steps.close()
-            self._finish(turn)
+            self.finish(turn)
 
-    def _finish(self, turn: Turn) -> None:
-        gen = turn.generation
+    def finish(self, turn: Turn) -> None:
+        """Record the answer (marked interrupted unless it ended), extend the ids, autosave."""
+        if turn.done:
+            return
+        turn.done, gen = True, turn.generation
         self._ids = None  # until the new ids are known
         turn.interrupted = gen.finish is None
         answer = {"role": "assistant", "content": gen.text}

@@ -159,6 +159,9 @@ def test_autosave_and_json_round_trip(model_dir, tmp_path):
     (tmp_path / "bad.json").write_text('{"messages": [{"role": "robot"}]}')
     with pytest.raises(UserError, match="not a saved conversation"):
         Conversation.load(tmp_path / "bad.json")
+    (tmp_path / "bad.json").write_text('{"messages": [], "settings": {"temp": "hot"}}')
+    with pytest.raises(UserError, match="'temp' should be a float"):
+        Conversation.load(tmp_path / "bad.json")
 
 
 def test_piped_input_answers_and_exits_0(model_dir, env):

@@ -242,7 +242,7 @@ class ChatUI:
                         sys.stdout.write(piece)
                         sys.stdout.flush()
         except KeyboardInterrupt:
-            pass
+            engine.finish(turn)  # a no-op unless Ctrl-C came before the stream started
         if self.screen is not None:
             self.screen.print(view.text)
         else:
