@@ -24,6 +24,9 @@ def _register():
     app.command()(convert)
     app.command()(pull)
     app.command()(bench)
+    from .train_cmd import train_drafter
+
+    app.command("train-drafter")(train_drafter)
     try:
         from .chat_cmd import chat
     except ImportError:

