@@ -10,7 +10,7 @@ import pytest
 
 from mlx_specdec.cache import KVCache
 from mlx_specdec.drafters import make_drafter
-from mlx_specdec.drafters.lookahead import AUTO_LADDER, Lookahead, pick_window
+from mlx_specdec.drafters.lookahead import AUTO_LADDER, AUTO_REPEATS, Lookahead, pick_window
 
 from conftest import generate_ids, tiny_model
 
@@ -153,17 +153,47 @@ def test_pick_window():
     assert pick_window({0: 0.05, 4: 0.05, 16: 0.055}, 0.25) == 16
 
 
-def test_auto_window_times_every_width_then_settles():
+class FakeClock:
+    """Stands in for ``time`` in the drafter: a step costs ``base + per_token * tokens``."""
+
+    def __init__(self, base, per_token):
+        self.now, self.base, self.per_token = 0.0, base, per_token
+
+    def perf_counter(self):
+        return self.now
+
+    def forward(self, tree):
+        self.now += self.base + self.per_token * len(tree.tokens)
+
+
+@pytest.mark.parametrize("per_token, expected", [(0.005, 2), (0.05, 0), (0.0, 16)])
+def test_auto_window_widens_while_nearly_free(monkeypatch, per_token, expected):
+    import mlx_specdec.drafters.lookahead as lookahead
+
+    clock = FakeClock(0.1, per_token)
+    monkeypatch.setattr(lookahead, "time", clock)
+    drafter = Lookahead(window="auto", ngram=3, guesses=2, slack=0.25)
+    drafter.reset([1, 2, 3], None)
+    fed = []
+    for step in range(30):
+        tree = drafter.propose(50 + step)  # never in the pool: the tree is the root alone
+        clock.forward(tree)
+        fed.append(tree.num_aux // 2)
+        drafter.commit(tree, [0], None, mx.zeros((len(tree.tokens), 97)))
+    # t(w) = 0.1 + per_token * (1 + 2w); widening stops at the first w over 1.25 * t(0)
+    timed = AUTO_LADDER[: AUTO_LADDER.index(expected) + 2] if expected != 16 else AUTO_LADDER
+    assert fed[: AUTO_REPEATS * len(timed)] == [w for w in timed for _ in range(AUTO_REPEATS)]
+    assert set(fed[AUTO_REPEATS * len(timed) :]) == {expected} and drafter.width == expected
+    assert drafter.window.shape == (2, expected)
+
+
+def test_auto_window_is_lossless():
     target = tiny_model("llama", seed=1, scale=3.0)
     drafter = make_drafter("lookahead", window="auto", ngram=3, guesses=2)
     expected, _ = generate_ids(target, make_drafter("ar"), [5, 6, 7, 8] * 3, 40)
-    got, steps = generate_ids(target, drafter, [5, 6, 7, 8] * 3, 40)
+    got, _ = generate_ids(target, drafter, [5, 6, 7, 8] * 3, 40)
     assert got == expected
-    assert sorted(drafter.timings) == sorted(AUTO_LADDER) and not drafter.calibration
-    assert drafter.width in AUTO_LADDER and drafter.window.shape == (2, drafter.width)
-    fed = [s.forward_tokens - s.proposed for s in steps if not s.prefill]  # 1 + window tokens
-    assert fed[: len(AUTO_LADDER)] == [1 + 2 * w for w in AUTO_LADDER]
-    assert set(fed[2 * len(AUTO_LADDER) :]) == {1 + 2 * drafter.width}
+    assert not drafter.calibration and drafter.width in AUTO_LADDER
 
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"

@@ -29,17 +29,19 @@ with the context's own n-grams, and takes the n-grams of the emitted text and of
 verification branch is the pool's continuations of the root, merged into one prefix tree and
 checked by the shared rules: greedy and sampling stay exact whatever the pool holds.
 
-``window="auto"``: the first steps feed only the first w columns for w in a ladder (largest
-first, twice over) and time the forward + verification of each step (from the end of ``propose`` to the
-start of ``commit``). The drafter then keeps the widest w whose step costs at most
-``1 + slack`` times the step without a window (:func:`pick_window`): on a GPU extra tokens are
-nearly free and the whole window stays, on a CPU the window shrinks, down to none (the pool then
-holds only the text's n-grams). Measured with ``scripts/lookahead_sweep.py``.
+``window="auto"``: where a forward's cost grows with its tokens (a CPU), the window only pays
+while it is nearly free. The first steps feed the first w columns for w = 0, 1, 2, 4, 8, 16 in
+turn, three steps each, timing each step's forward and verification (from the end of ``propose``
+to the start of ``commit``; the fastest of the three counts). Widening stops at the first w whose
+step costs more than ``1 + slack`` times the step without a window, and the drafter keeps the
+widest w within that budget (:func:`pick_window`) for the rest of its life. On a GPU, where extra
+tokens are nearly free, the whole ladder passes; on a 2-core CPU the window shrinks to a few
+columns or none (the pool then holds only the text's n-grams). ``slack`` was chosen with
+``scripts/lookahead_sweep.py``.
 """
 
 from __future__ import annotations
 
-import statistics
 import time
 
 import numpy as np
@@ -47,8 +49,8 @@ import numpy as np
 from ..errors import UserError
 from ..tree import Tree, beams_to_tree
 
-AUTO_LADDER = (16, 8, 4, 2, 1, 0)  # widths timed by window="auto"
-AUTO_REPEATS = 2  # timed steps per width
+AUTO_LADDER = (0, 1, 2, 4, 8, 16)  # widths window="auto" tries, narrowest first
+AUTO_REPEATS = 3  # timed steps per width (the fastest counts)
 
 
 def window_mask(levels: int, width: int) -> np.ndarray:
@@ -88,7 +90,7 @@ class Lookahead:
         self.auto = window == "auto"
         self.width = max(AUTO_LADDER) if self.auto else window  # columns held in the window
         self.levels, self.guesses, self.slack = ngram - 1, guesses, slack
-        self.calibration = [w for _ in range(AUTO_REPEATS) for w in AUTO_LADDER] if self.auto else []
+        self.calibration = list(AUTO_LADDER) if self.auto else []  # widths still to time
         self.timings: dict[int, list[float]] = {}
         self.rng = np.random.default_rng(seed)
         self.pool: dict[int, list[tuple[int, ...]]] = {}
@@ -143,6 +145,17 @@ class Lookahead:
             self._masks[width] = window_mask(self.levels, width), window_depth(self.levels, width)
         return self._masks[width]
 
+    def _calibrate(self, width: int, elapsed: float) -> None:
+        self.timings.setdefault(width, []).append(elapsed)
+        if len(self.timings[width]) < AUTO_REPEATS:
+            return
+        self.calibration.pop(0)
+        fastest = {w: min(s) for w, s in self.timings.items()}
+        if fastest[width] > (1 + self.slack) * fastest[0]:
+            self.calibration = []  # wider windows cost even more
+        if not self.calibration:
+            self.width = pick_window(fastest, self.slack)
+
     def commit(self, tree, path, hidden, logits) -> None:
         elapsed = time.perf_counter() - self._t_proposed
         start = len(self.history)
@@ -150,10 +163,7 @@ class Lookahead:
         self._remember_text(start)
         width = self._fed
         if self.calibration:
-            self.timings.setdefault(self.calibration.pop(0), []).append(elapsed)
-            if not self.calibration:
-                medians = {w: statistics.median(s) for w, s in self.timings.items()}
-                self.width = pick_window(medians, self.slack)
+            self._calibrate(width, elapsed)
         if not width:
             return
         import mlx.core as mx

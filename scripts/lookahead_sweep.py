@@ -1,0 +1,124 @@
+"""Lookahead W/N/G sweep against autoregressive decoding, in one process, on real prompts.
+
+    python scripts/lookahead_sweep.py [MODEL_DIR] --per-category 3 --max-tokens 128 \\
+        --configs 0:3:4,2:3:2,4:3:4,8:4:4,auto:3:4
+
+Each config is ``W:N:G`` (W may be ``auto``); ``ar`` always runs and ``--with-pld`` adds prompt
+lookup. For every prompt the methods run back to back (greedy, float32 by default, the chat
+template applied), each output is checked against ``ar`` token for token, and tokens/s is taken
+as a ratio to ``ar`` on the same prompt. The table shows, per category and method, the median over
+prompts of that ratio, the median tau (tokens per target forward) and the median tokens fed per
+forward. Prompts: HumanEval (coding) from ``../shared/data/humaneval/question.jsonl``, and the
+Spec-Bench categories named with ``--categories`` from ``../shared/data/specbench/dev.jsonl``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+from mlx_specdec.platform_setup import ensure_fast_blas
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def prompts(categories: list[str], per_category: int) -> list[tuple[str, str]]:
+    out = []
+    for category in categories:
+        if category == "humaneval":
+            rows = [json.loads(line) for line in (DATA / "humaneval" / "question.jsonl").read_text().splitlines() if line.strip()]
+        else:
+            rows = [json.loads(line) for line in (DATA / "specbench" / "dev.jsonl").read_text().splitlines() if line.strip()]
+            rows = [r for r in rows if r["category"] == category]
+        out += [(category, r["turns"][0]) for r in rows[:per_category]]
+    return out
+
+
+def methods(configs: str, with_pld: bool) -> dict:
+    out = {"ar": ("ar", {})}
+    if with_pld:
+        out["pld"] = ("pld", {})
+    for spec in filter(None, configs.split(",")):
+        w, n, g = spec.split(":")
+        out[f"la {w}:{n}:{g}"] = ("lookahead", dict(window=w if w == "auto" else int(w), ngram=int(n), guesses=int(g)))
+    return out
+
+
+def run(session, ids, drafter, max_tokens, eos_ids):
+    from mlx_specdec.sampling import SamplingParams
+    from mlx_specdec.stats import RunStats
+
+    stats, tokens = RunStats(), []
+    for step in session.generate(ids, drafter, SamplingParams(), max_tokens, eos_ids):
+        stats.add(step)
+        tokens += step.tokens
+    return tokens, stats
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model", nargs="?", default=None)
+    parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--categories", default="humaneval,math_reasoning,summarization")
+    parser.add_argument("--per-category", type=int, default=3)
+    parser.add_argument("--max-tokens", type=int, default=128)
+    parser.add_argument("--configs", default="0:3:4,2:3:2,4:3:4,8:4:4,auto:3:4")
+    parser.add_argument("--with-pld", action="store_true")
+    parser.add_argument("--json", help="also write every per-prompt result here")
+    args = parser.parse_args()
+    ensure_fast_blas()
+
+    import mlx.core as mx
+
+    from mlx_specdec.drafters import make_drafter
+    from mlx_specdec.generate import Session
+    from mlx_specdec.loader import load
+    from mlx_specdec.platform_setup import blas_in_use
+
+    if args.model is None:
+        from mlx_specdec.store import default_model_dir
+
+        args.model = default_model_dir()
+    loaded = load(args.model, args.dtype)
+    eos = loaded.tokenizer.eos_ids
+    table = methods(args.configs, args.with_pld)
+    print(f"model={args.model} dtype={args.dtype} device={mx.default_device()} blas={blas_in_use()} "
+          f"max_tokens={args.max_tokens}", flush=True)
+    warm = loaded.tokenizer.chat_ids([{"role": "user", "content": "Hello!"}])
+    run(Session(loaded.model), warm, make_drafter("ar"), 16, eos)
+
+    results = []  # one dict per (prompt, method)
+    for index, (category, text) in enumerate(prompts(args.categories.split(","), args.per_category)):
+        ids = loaded.tokenizer.chat_ids([{"role": "user", "content": text}])
+        reference = None
+        for label, (name, options) in table.items():
+            tokens, stats = run(Session(loaded.model), ids, make_drafter(name, **options), args.max_tokens, eos)
+            reference = tokens if name == "ar" else reference
+            row = dict(category=category, prompt=index, method=label, same_as_ar=tokens == reference, **stats.to_dict(),
+                       fed=stats.forward_tokens / max(1, stats.target_forwards - 1))
+            results.append(row)
+            print(f"  {category:15s} #{index:<3d} {label:12s} tau {stats.tau:5.2f}  {stats.tokens_per_s:6.1f} tok/s  "
+                  f"fed {row['fed']:5.1f}  {'ok' if row['same_as_ar'] else 'DIFFERS FROM AR'}", flush=True)
+
+    print(f"\n{'category':15s} {'method':12s} {'speedup':>8s} {'tau':>6s} {'tok/s':>7s} {'fed':>6s}  (medians over prompts)")
+    for category in [*dict.fromkeys(r["category"] for r in results), "all"]:
+        rows = [r for r in results if category in ("all", r["category"])]
+        base = {r["prompt"]: r["tokens_per_s"] for r in rows if r["method"] == "ar"}
+        for label in table:
+            mine = [r for r in rows if r["method"] == label]
+            speedup = statistics.median(r["tokens_per_s"] / base[r["prompt"]] for r in mine)
+            print(f"{category:15s} {label:12s} {speedup:7.2f}x {statistics.median(r['tau'] for r in mine):6.2f} "
+                  f"{statistics.median(r['tokens_per_s'] for r in mine):7.1f} "
+                  f"{statistics.median(r['fed'] for r in mine):6.1f}")
+    mismatches = [r for r in results if not r["same_as_ar"]]
+    print(f"\noutputs identical to ar: {len(results) - len(mismatches)}/{len(results)}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1))
+    sys.exit(1 if mismatches else 0)
+
+
+if __name__ == "__main__":
+    main()
