@@ -101,7 +101,19 @@ DRAFTERS = {
     "random-tree": lambda target, draft: (lambda seed, params: RandomTree(seed)),
     "draft-model-sampled": lambda target, draft: (lambda seed, params: DraftModel(draft, num_draft=2, params=params)),
     "lookahead": lambda target, draft: (lambda seed, params: make_drafter("lookahead", window=2, ngram=3, guesses=2, seed=seed)),
+    "redrafter": lambda target, draft: _redrafter(target, tree="beam", beam_width=2, beam_length=2),
+    "redrafter-dynamic": lambda target, draft: _redrafter(target, tree="dynamic", topk=2, depth=2, num_nodes=3),
 }
+
+
+def _redrafter(target, **options):
+    """ReDrafter with a random head (deterministic beams / top-k trees; verified sibling-wise)."""
+    from mlx_specdec.drafters.redrafter import ReDrafter
+    from mlx_specdec.drafters.redrafter_head import HeadConfig, ReDrafterHead
+
+    mx.random.seed(5)
+    head = ReDrafterHead(HeadConfig.for_target(target))
+    return lambda seed, params: ReDrafter(target, head, **options)
 
 
 @pytest.fixture(scope="module")

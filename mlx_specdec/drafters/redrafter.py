@@ -158,7 +158,6 @@ class ReDrafter:
         self.topk, self.depth, self.num_nodes = topk, depth, num_nodes
         self.budget = budget  # a TreeBudget choosing num_nodes per step (dynamic trees), or None
         self.h = None
-        self._compiled = None
         self.drafted_tokens = 0  # beam tokens before merging, for the dedup share
         self.tree_nodes = 0  # drafted tree nodes after merging
 
@@ -171,16 +170,16 @@ class ReDrafter:
         return 1 - self.tree_nodes / self.drafted_tokens if self.drafted_tokens else 0.0
 
     def _search(self):
-        """The compiled search for the current options (traced once per shape; root is an array)."""
-        if self._compiled is None:
-            head, target = self.head, self.target
-            self.head.output_rows(target)  # materialise before tracing
-            if self.tree == "beam":
-                fn = lambda h, root: beam_search(head, target, h, root, self.beam_width, self.beam_length)
-            else:
-                fn = lambda h, root: dynamic_candidates(head, target, h, root, self.topk, self.depth)
-            self._compiled = mx.compile(fn)
-        return self._compiled
+        """The compiled search for these options, shared by drafters of the same head (traced once
+        per shape; the root is passed as an array so a new root does not retrace)."""
+        key = (id(self.target), self.tree) + ((self.beam_width, self.beam_length) if self.tree == "beam" else (self.topk, self.depth))
+        cache = self.head.__dict__.setdefault("_searches", {})
+        if key not in cache:
+            head, target, (a, b) = self.head, self.target, key[2:]
+            head.output_rows(target)  # materialise before tracing
+            search = beam_search if self.tree == "beam" else dynamic_candidates
+            cache[key] = mx.compile(lambda h, root: search(head, target, h, root, a, b))
+        return cache[key]
 
     def propose(self, root: int) -> Tree:
         t0 = time.perf_counter()

@@ -132,6 +132,7 @@ class Trainer:
         self.out_dir = Path(out_dir)
         V = target.args.vocab_size
         subset = config.vocab_subset if 0 < config.vocab_subset < V else 0
+        mx.random.seed(config.seed)  # the head's initialisation
         self.head = ReDrafterHead(HeadConfig.for_target(target, num_blocks=config.num_blocks, vocab_subset=subset, **(head_config or {})))
         if subset:
             counts = data.token_counts(V)

@@ -1,0 +1,282 @@
+"""ReDrafter: prefix-tree masks by hand, greedy losslessness for beam and dynamic trees, the head's
+directory format and its errors, and the distillation trainer end to end on a tiny model."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import mlx.core as mx
+import numpy as np
+import pytest
+
+from mlx_specdec.drafters import make_drafter
+from mlx_specdec.drafters.redrafter import ReDrafter, select_tree
+from mlx_specdec.drafters.redrafter_head import HeadConfig, ReDrafterHead, load_head, save_head
+from mlx_specdec.drafters.tree_budget import TreeBudget
+from mlx_specdec.errors import UserError
+from mlx_specdec.train.data import file_prompts, iter_json_records
+from mlx_specdec.train.generate import generate_dataset
+from mlx_specdec.train.trainer import DistillData, Trainer, TrainConfig
+from mlx_specdec.tree import beams_to_tree
+
+from conftest import generate_ids, tiny_model
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# -- beams -> prefix tree, masks written out by hand ------------------------------------------------
+
+
+def test_beams_merge_into_a_prefix_tree_with_the_expected_mask():
+    r, a, b, c, d, e, f, g = 90, 1, 2, 3, 4, 5, 6, 7
+    tree, index = beams_to_tree(r, [[a, b, c], [a, b, d], [e, f, g]])  # 9 beam tokens -> 7 nodes
+    assert tree.tokens.tolist() == [r, a, b, c, d, e, f, g]
+    assert tree.parents.tolist() == [-1, 0, 1, 2, 2, 0, 5, 6]
+    assert index.tolist() == [[1, 2, 3], [1, 2, 4], [5, 6, 7]]
+    expected = np.array(
+        [
+            # r  a  b  c  d  e  f  g
+            [1, 0, 0, 0, 0, 0, 0, 0],  # r
+            [1, 1, 0, 0, 0, 0, 0, 0],  # a
+            [1, 1, 1, 0, 0, 0, 0, 0],  # b
+            [1, 1, 1, 1, 0, 0, 0, 0],  # c
+            [1, 1, 1, 0, 1, 0, 0, 0],  # d (sibling of c: does not see it)
+            [1, 0, 0, 0, 0, 1, 0, 0],  # e
+            [1, 0, 0, 0, 0, 1, 1, 0],  # f
+            [1, 0, 0, 0, 0, 1, 1, 1],  # g
+        ],
+        dtype=bool,
+    )
+    assert (tree.mask() == expected).all()
+    assert tree.positions(10).tolist() == [10, 11, 12, 13, 13, 11, 12, 13]
+
+
+def test_identical_beams_collapse_to_one_chain():
+    tree, index = beams_to_tree(9, [[4, 5], [4, 5], [4, 6]])
+    assert tree.tokens.tolist() == [9, 4, 5, 6] and tree.parents.tolist() == [-1, 0, 1, 1]
+    expected = np.array([[1, 0, 0, 0], [1, 1, 0, 0], [1, 1, 1, 0], [1, 1, 0, 1]], dtype=bool)
+    assert (tree.mask() == expected).all() and index.tolist() == [[1, 2], [1, 2], [1, 3]]
+
+
+def test_dynamic_selection_keeps_the_best_nodes_and_their_parents():
+    # candidates 1..5: a(0) b(0) c(a) d(c) e(b); scores make d better than b
+    tokens = np.array([11, 12, 13, 14, 15])
+    parents = np.array([0, 0, 1, 3, 2])
+    scores = np.array([-0.1, -3.0, -0.5, -0.9, -3.5])
+    tree, kept = select_tree(7, tokens, parents, scores, 3)
+    assert tree.tokens.tolist() == [7, 11, 13, 14] and tree.parents.tolist() == [-1, 0, 1, 2]
+    tree, kept = select_tree(7, tokens, parents, scores, 4)
+    assert tree.tokens.tolist() == [7, 11, 12, 13, 14] and tree.parents.tolist() == [-1, 0, 0, 1, 3]
+    # a child that ranks above its parent (ties are possible) still brings its parent along
+    tree, _ = select_tree(7, tokens, parents, np.array([-0.1, -3.0, -0.5, -0.9, -0.2]), 2)
+    assert tree.parents.tolist() == [-1, 0, 1] and tree.tokens.tolist() == [7, 11, 13]
+
+
+# -- a head trained on a tiny model, shared by the tests below ------------------------------------
+
+
+def _prompts(seed, n, vocab=97):
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, vocab, rng.integers(3, 10)).tolist() for _ in range(n)]
+
+
+CONFIG = TrainConfig(steps=120, batch_size=64, length=3, lr=3e-3, warmup=10, num_blocks=1, vocab_subset=64,
+                     eval_every=60, checkpoint_every=60, eval_positions=500)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """(target, data dir, trainer, losses): a head distilled from a peaky tiny target."""
+    target = tiny_model("llama", seed=3, scale=4.0)
+    work = tmp_path_factory.mktemp("redrafter")
+    generate_dataset(target, _prompts(0, 48), work / "data", eos_ids=[], batch_size=16, max_new_tokens=40)
+    trainer = Trainer(target, DistillData(work / "data", eval_fraction=0.2), work / "run", CONFIG)
+    before = trainer.evaluate()
+    losses = []
+    after = trainer.train(lambda event: losses.append(event.loss))
+    trainer.export(work / "head")
+    return target, work, trainer, losses, before, after
+
+
+def test_trainer_loss_decreases_and_acceptance_rises(trained):
+    target, work, trainer, losses, before, after = trained
+    assert np.mean(losses[-20:]) < 0.8 * np.mean(losses[:5])
+    assert after["loss"] < before["loss"] and after["chain_tau"] > before["chain_tau"]
+    assert (work / "head" / "config.json").is_file() and (work / "head" / "model.safetensors").is_file()
+
+
+def test_trainer_resumes_from_its_checkpoint(trained, tmp_path):
+    target, work, _, _, _, _ = trained
+    config = TrainConfig(**{**CONFIG.__dict__, "steps": 12, "checkpoint_every": 5, "eval_every": 100})
+    data = DistillData(work / "data", eval_fraction=0.2)
+    straight = Trainer(target, data, tmp_path / "straight", config)
+    straight.train()
+
+    class Stop(Exception):
+        pass
+
+    def stop_at_7(event):
+        if event.step == 7:
+            raise Stop
+
+    interrupted = Trainer(target, data, tmp_path / "resumed", config)
+    with pytest.raises(Stop):
+        interrupted.train(stop_at_7)
+    resumed = Trainer(target, data, tmp_path / "resumed", config)
+    assert resumed.try_resume() and resumed.step == 5
+    resumed.train()
+    assert resumed.step == 12
+    for (name, a), (_, b) in zip(sorted(straight.head.trainable_parameters().items()), sorted(resumed.head.trainable_parameters().items())):
+        from mlx.utils import tree_flatten
+
+        for (_, x), (_, y) in zip(tree_flatten(a), tree_flatten(b)):
+            assert np.allclose(np.array(x), np.array(y), atol=1e-6), name
+
+
+@pytest.mark.parametrize("tree", ["beam", "dynamic"])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_greedy_equals_autoregressive(trained, tree, seed):
+    target, work, *_ = trained
+    head = load_head(work / "head", target)
+    options = dict(beam_width=3, beam_length=3) if tree == "beam" else dict(topk=3, depth=4, num_nodes=8)
+    accepted = 0
+    for prompt in _prompts(100 + seed, 3):
+        for max_tokens in (1, 7, 30):
+            expected, _ = generate_ids(target, make_drafter("ar"), prompt, max_tokens)
+            got, steps = generate_ids(target, ReDrafter(target, head, tree=tree, **options), prompt, max_tokens)
+            assert got == expected, (tree, prompt, max_tokens)
+            assert len(got) == max_tokens and steps[-1].finish == "length"
+            accepted += sum(s.accepted for s in steps)
+    assert accepted > 0  # the trained head does get drafts accepted
+
+
+@pytest.mark.parametrize("tree", ["beam", "dynamic"])
+def test_eos_inside_an_accepted_run(trained, tree):
+    target, work, *_ = trained
+    head = load_head(work / "head", target)
+    prompt = _prompts(7, 1)[0]
+    reference, _ = generate_ids(target, make_drafter("ar"), prompt, 40)
+    hits = 0
+    for position in range(2, 30, 3):
+        eos = [reference[position]]
+        expected = reference[: reference.index(eos[0])]
+        got, steps = generate_ids(target, ReDrafter(target, head, tree=tree), prompt, 40, eos=eos)
+        assert got == expected and steps[-1].finish == "eos"
+        hits += any(s.accepted > 0 and s.finish == "eos" for s in steps)
+    assert hits > 0
+
+
+def test_tree_budget_with_dynamic_trees_stays_lossless(trained):
+    target, work, *_ = trained
+    head = load_head(work / "head", target)
+    budget = TreeBudget({1: 0.05, 8: 0.06, 16: 0.08, 32: 0.2}, max_nodes=16, warmup=3, explore_every=4)
+    prompt = _prompts(9, 1)[0]
+    expected, _ = generate_ids(target, make_drafter("ar"), prompt, 60)
+    got, steps = generate_ids(target, ReDrafter(target, head, tree="dynamic", topk=4, depth=4, budget=budget), prompt, 60)
+    assert got == expected
+    sizes = {s.proposed for s in steps if not s.prefill}
+    assert 16 in sizes and budget.count[1] > 0
+
+
+def test_tree_budget_prefers_the_size_with_the_best_rate():
+    # forward_s by tokens in the forward (root + drafted nodes): 4 tokens cost 1, 5 tokens cost 4
+    budget = TreeBudget({1: 1.0, 4: 1.0, 5: 4.0, 8: 8.0}, max_nodes=4, warmup=0, explore_every=1000)
+    ranks, path = np.array([0, 1, 2, 3, 4]), [0, 1, 2, 3]  # a chain of 4 drafted nodes; 3 accepted
+    budget.observe(ranks, path, draft_s=0.0)
+    assert budget.accepted[1:].tolist() == [1, 2, 3, 3]
+    assert budget.choose() == 3  # (1 + 3) / 1 beats (1 + 3) / 4 and (1 + 2) / 1
+
+
+# -- the head's directory format and its errors --------------------------------------------------
+
+
+def test_head_round_trip_and_wrong_target(trained, tmp_path):
+    target, work, *_ = trained
+    head = load_head(work / "head", target)
+    assert head.vocab_ids.shape[0] == 64
+    config = json.loads((work / "head" / "config.json").read_text())
+    assert {"model_type", "hidden_size", "vocab_size", "fingerprint"} <= config.keys()
+    other = tiny_model("llama", seed=4, scale=4.0)  # same shapes, other weights
+    with pytest.raises(UserError, match="another llama model"):
+        load_head(work / "head", other)
+    wider = tiny_model("llama", seed=3, hidden_size=32, num_attention_heads=2, num_key_value_heads=1)
+    with pytest.raises(UserError, match="trained for a llama target"):
+        load_head(work / "head", wider)
+    # the same target in float16 still matches (the fingerprint tolerates rounding)
+    from mlx.utils import tree_map
+
+    half = tiny_model("llama", seed=3, scale=4.0)
+    half.update(tree_map(lambda a: a.astype(mx.float16), half.parameters()))
+    assert load_head(work / "head", half).proj.weight.dtype == mx.float16
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda d: (d / "model.safetensors").write_bytes(b"\x00" * 40), "damaged"),
+        (lambda d: (d / "model.safetensors").unlink(), "no model.safetensors"),
+        (lambda d: (d / "config.json").write_text("{not json"), "not a valid ReDrafter head config"),
+        (lambda d: (d / "config.json").unlink(), "not a ReDrafter head directory"),
+    ],
+)
+def test_damaged_head_is_a_user_error(trained, tmp_path, damage, message):
+    import shutil
+
+    target, work, *_ = trained
+    shutil.copytree(work / "head", tmp_path / "head")
+    damage(tmp_path / "head")
+    with pytest.raises(UserError, match=message):
+        load_head(tmp_path / "head", target)
+
+
+def test_missing_data_is_a_user_error(tmp_path):
+    with pytest.raises(UserError, match="no training data"):
+        DistillData(tmp_path / "nothing")
+    with pytest.raises(UserError, match="not found"):
+        file_prompts(tmp_path / "nothing.jsonl")
+    with pytest.raises(UserError, match="no shipped ReDrafter head"):
+        make_drafter("redrafter", target=tiny_model("llama", seed=0))
+
+
+def test_truncated_json_array_is_read_record_by_record():
+    assert list(iter_json_records('[{"a": 1}, {"b": [2, 3]}, {"c": "x')) == [{"a": 1}, {"b": [2, 3]}]
+    assert list(iter_json_records("[]")) == []
+
+
+# -- the command line -------------------------------------------------------------------------------
+
+
+def _cli(*args):
+    env = dict(os.environ, MLX_SPECDEC_NO_BLAS_REEXEC="1")
+    return subprocess.run([sys.executable, str(ROOT / "cli.py"), *args], capture_output=True, text=True, env=env, timeout=300)
+
+
+def test_train_drafter_cli_end_to_end_and_bad_input(tmp_path):
+    from tiny_dir import write_tiny_model_dir
+
+    model = write_tiny_model_dir(tmp_path / "model")
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("\n".join(["hello world the cat", "what is the mat ?", "the cat sat on the mat", "hi a cat"] * 3))
+    args = ["train-drafter", "-m", str(model), "--data", str(prompts), "--out", str(tmp_path / "head"), "--steps", "6",
+            "--batch-size", "16", "--max-new-tokens", "12", "--gen-batch", "4", "--eval-every", "3", "--vocab-subset", "0"]
+    res = _cli(*args)
+    assert res.returncode == 0, res.stderr
+    assert "eval_chain_tau" in res.stdout and (tmp_path / "head" / "model.safetensors").is_file()
+    gen = _cli("generate", "-m", str(model), "-p", "the cat sat", "--method", "redrafter", "--drafter", str(tmp_path / "head"),
+               "--max-tokens", "10", "--json")
+    assert gen.returncode == 0, gen.stderr
+    ar = _cli("generate", "-m", str(model), "-p", "the cat sat", "--max-tokens", "10", "--json")
+    assert json.loads(gen.stdout)["tokens"] == json.loads(ar.stdout)["tokens"]
+    for bad_args, message in [
+        (["--data", str(tmp_path / "missing.jsonl")], "not found"),
+        (["--steps", "0"], "--steps must be >= 1"),
+    ]:
+        res = _cli(*args[:-2], *bad_args) if False else _cli(*[a for a in args], *bad_args)
+        lines = [l for l in res.stderr.strip().splitlines() if l.strip()]
+        assert res.returncode != 0 and len(lines) == 1 and message in lines[0], res.stderr
+    (tmp_path / "head" / "model.safetensors").write_bytes(b"junk")
+    res = _cli("generate", "-m", str(model), "-p", "hi", "--method", "redrafter", "--drafter", str(tmp_path / "head"), "--max-tokens", "2")
+    lines = [l for l in res.stderr.strip().splitlines() if l.strip()]
+    assert res.returncode != 0 and len(lines) == 1 and "damaged" in lines[0], res.stderr
