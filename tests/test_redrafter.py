@@ -156,15 +156,15 @@ def test_greedy_equals_autoregressive(trained, tree, seed):
 def test_eos_inside_an_accepted_run(trained, tree):
     target, work, *_ = trained
     head = load_head(work / "head", target)
-    prompt = _prompts(7, 1)[0]
-    reference, _ = generate_ids(target, make_drafter("ar"), prompt, 40)
     hits = 0
-    for position in range(2, 30, 3):
-        eos = [reference[position]]
-        expected = reference[: reference.index(eos[0])]
-        got, steps = generate_ids(target, ReDrafter(target, head, tree=tree), prompt, 40, eos=eos)
-        assert got == expected and steps[-1].finish == "eos"
-        hits += any(s.accepted > 0 and s.finish == "eos" for s in steps)
+    for prompt in _prompts(7, 3):
+        reference, _ = generate_ids(target, make_drafter("ar"), prompt, 40)
+        for position in range(2, 30, 3):
+            eos = [reference[position]]
+            expected = reference[: reference.index(eos[0])]
+            got, steps = generate_ids(target, ReDrafter(target, head, tree=tree), prompt, 40, eos=eos)
+            assert got == expected and steps[-1].finish == "eos"
+            hits += any(s.accepted > 0 and s.finish == "eos" for s in steps)
     assert hits > 0
 
 

@@ -3,7 +3,7 @@
 One draft step, for a batch of B partial drafts (shapes in brackets)::
 
     e_t = target.embed(previous draft token)          (B, D)   the target's own frozen table
-    s_t = SiLU(W e_t + U s_{t-1} + b)                 (B, D)   s_0 = 0
+    s_t = SiLU(W e_t + U s_{t-1} + b)                 (B, D)   s_0 = 0; [W U] is one (D, 2D) matmul
     x   = proj(concat(h, s_t))                        (B, D)   h: target's hidden at the root's parent
     x   = x + SiLU(block_i(x))     i = 1..num_blocks
     logits = RMSNorm(x) @ out_rows.T                  (B, V')  out_rows: rows of the target's LM head
@@ -91,8 +91,7 @@ class ReDrafterHead(nn.Module):
         super().__init__()
         D = config.hidden_size
         self.config = config
-        self.rnn_w = nn.Linear(D, D, bias=True)  # W e_t + b
-        self.rnn_u = nn.Linear(D, D, bias=False)  # U s_{t-1}
+        self.rnn = nn.Linear(2 * D, D)  # [W U] . concat(e_t, s_{t-1}) + b: one matmul per step
         self.proj = nn.Linear(2 * D, D)
         self.blocks = [ResBlock(D) for _ in range(config.num_blocks)]
         self.norm = nn.RMSNorm(D)
@@ -123,8 +122,8 @@ class ReDrafterHead(nn.Module):
 
     def step(self, h: mx.array, e: mx.array, s: mx.array | None):
         """One recurrent step. h, e: (..., D); s: (..., D) or None (= 0). Returns the new state."""
-        pre = self.rnn_w(e) if s is None else self.rnn_w(e) + self.rnn_u(s)
-        return nn.silu(pre)
+        s = mx.zeros_like(e) if s is None else mx.broadcast_to(s, e.shape)
+        return nn.silu(self.rnn(mx.concatenate([e, s], axis=-1)))
 
     def features(self, h: mx.array, s: mx.array) -> mx.array:
         x = self.proj(mx.concatenate([mx.broadcast_to(h, s.shape), s], axis=-1))
