@@ -22,14 +22,14 @@ SPECBENCH = Path(__file__).resolve().parents[2] / "shared" / "data" / "specbench
 
 
 def pick_prompts(path: Path, per_category: int) -> list[dict]:
+    """The first ``per_category`` questions of each category, round-robin over the categories (so
+    a ``--limit`` still covers every category)."""
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    taken: dict[str, int] = defaultdict(int)
-    out = []
+    by_category: dict[str, list] = defaultdict(list)
     for row in rows:
-        if taken[row["category"]] < per_category:
-            taken[row["category"]] += 1
-            out.append(row)
-    return out
+        if len(by_category[row["category"]]) < per_category:
+            by_category[row["category"]].append(row)
+    return [group[i] for i in range(per_category) for group in by_category.values() if i < len(group)]
 
 
 def main():
@@ -48,11 +48,18 @@ def main():
     parser.add_argument("--num-nodes", type=int, default=12)
     parser.add_argument("--budget", action="store_true", help="dynamic trees: size chosen by the tree budget")
     parser.add_argument("--limit", type=int, default=None, help="at most this many prompts (smoke runs)")
+    parser.add_argument("--blas-threads", type=int, default=None, help="OPENBLAS_NUM_THREADS (1 wins on a busy CPU)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
 
+    import os
+
     from mlx_specdec.platform_setup import blas_in_use, ensure_fast_blas
 
+    if args.blas_threads and os.environ.get("OPENBLAS_NUM_THREADS") != str(args.blas_threads):
+        os.environ["OPENBLAS_NUM_THREADS"] = str(args.blas_threads)
+        os.environ.pop("MLX_SPECDEC_BLAS", None)
+        os.environ["LD_PRELOAD"] = ""  # re-executed below with OpenBLAS and this thread count
     ensure_fast_blas()
     import mlx.core as mx
 
@@ -98,7 +105,8 @@ def main():
     warm = tok.chat_ids([{"role": "user", "content": "Say hello."}])
     for method in ["ar"] + trees:
         run(warm, method)
-    print(f"model={model_dir} dtype={args.dtype} device={mx.default_device()} blas={blas_in_use()} prompts={len(prompts)}", flush=True)
+    threads = os.environ.get("OPENBLAS_NUM_THREADS", "default")
+    print(f"model={model_dir} dtype={args.dtype} device={mx.default_device()} blas={blas_in_use()} threads={threads} prompts={len(prompts)}", flush=True)
     records = []
     t0 = time.time()
     for i, row in enumerate(prompts):

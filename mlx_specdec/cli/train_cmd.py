@@ -4,7 +4,8 @@
     mlx-specdec generate -p "..." --method redrafter --drafter my-head
 
 Writes the head to ``OUT`` (config.json + model.safetensors) and keeps the generated data and the
-training checkpoint under ``OUT/train/``: running the same command again resumes.
+training checkpoint under ``OUT/train/`` (or ``--work``): running the same command again resumes
+(existing data shards are reused, training continues from its checkpoint).
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ def train_drafter(
     max_new_tokens: int = typer.Option(192, "--max-new-tokens", help="Longest answer the target generates per prompt."),
     max_prompt_tokens: int = typer.Option(256, "--max-prompt-tokens", help="Skip prompts longer than this (tokens, with the chat template)."),
     gen_batch: int = typer.Option(48, "--gen-batch", help="Prompts answered together (batched generation)."),
+    gen_minutes: Optional[float] = typer.Option(None, "--gen-minutes", help="Time budget for generation: no new batch after it (0 = only data already on disk)."),
+    work_dir: Optional[Path] = typer.Option(None, "--work", help="Where generated data and checkpoints go (default: OUT/train)."),
     steps: int = typer.Option(2000, "--steps", help="Training steps."),
     batch_size: int = typer.Option(256, "--batch-size", help="Training positions per step."),
     length: int = typer.Option(4, "--length", help="Draft steps the head is unrolled over (L)."),
@@ -47,7 +50,7 @@ def train_drafter(
     for name, value in (("--prompts", num_prompts), ("--steps", steps), ("--batch-size", batch_size), ("--length", length), ("--gen-batch", gen_batch)):
         if value < 1:
             raise UserError(f"{name} must be >= 1, got {value}")
-    work = Path(out_dir) / "train"
+    work = Path(work_dir) if work_dir is not None else Path(out_dir) / "train"
     prompts = load_prompts(data, limit=num_prompts)
     loaded = load_target(model, dtype)
     encoded = encode_prompts(loaded.tokenizer, prompts, max_prompt_tokens)
@@ -57,6 +60,7 @@ def train_drafter(
     with progress_bar("Generating answers") as update:
         generate_dataset(loaded.model, encoded, work / "data", eos_ids=loaded.tokenizer.eos_ids, batch_size=gen_batch,
                          max_new_tokens=max_new_tokens, top_k=top_k, seed=seed,
+                         max_seconds=None if gen_minutes is None else 60 * gen_minutes,
                          progress=lambda done, total, tokens: update(done, total, f"{tokens} tokens"))
     gen_s = time.perf_counter() - t0
     dataset = DistillData(work / "data")

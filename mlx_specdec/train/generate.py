@@ -19,6 +19,7 @@ so ``hidden[i]`` predicts ``tokens[i + 1]``. Shards already on disk are skipped 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -115,12 +116,16 @@ def generate_dataset(
     max_new_tokens: int = 256,
     top_k: int = 0,
     seed: int = 0,
+    max_seconds: float | None = None,
     progress: Callable[[int, int, int], None] | None = None,
 ) -> Path:
     """Answer the prompts ``encoded`` (token ids) with ``model``; one shard per batch in ``out_dir``.
 
+    Batches whose shard exists are skipped, so an interrupted run resumes. With ``max_seconds``,
+    no new batch starts after that much time (a time budget; 0 = use only the shards on disk).
     progress(done_prompts, total, tokens_so_far) after each batch.
     """
+    start = time.perf_counter()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     encoded = [list(ids) for ids in encoded]
@@ -135,6 +140,8 @@ def generate_dataset(
     for i, batch in enumerate(batches):
         shard = out_dir / f"shard-{i:05d}.safetensors"
         if not shard.exists():
+            if max_seconds is not None and time.perf_counter() - start >= max_seconds:
+                break
             rows = _batched_greedy(model, [encoded[j] for j in batch], max_new_tokens, eos, top_k)
             save_shard(shard, rows)
         if progress:
