@@ -59,11 +59,16 @@ class Attention(nn.Module):
         self.rope_base, self.rope_traditional = args.rope_theta, args.rope_traditional
         self._rope_freqs = rope_frequencies(hd, args.rope_theta, args.rope_scaling)
 
+    def project(self, x):
+        """Queries, keys, values per head: (B, L, H, hd), (B, L, H_kv, hd), (B, L, H_kv, hd)."""
+        B, L, _ = x.shape
+        q = self.q_proj(x).reshape(B, L, self.n_heads, -1)
+        k = self.k_proj(x).reshape(B, L, self.n_kv_heads, -1)
+        return q, k, self.v_proj(x).reshape(B, L, self.n_kv_heads, -1)
+
     def __call__(self, x, cache, mask, positions):
         B, L, _ = x.shape
-        q = self.q_proj(x).reshape(B, L, self.n_heads, -1).transpose(0, 2, 1, 3)
-        k = self.k_proj(x).reshape(B, L, self.n_kv_heads, -1).transpose(0, 2, 1, 3)
-        v = self.v_proj(x).reshape(B, L, self.n_kv_heads, -1).transpose(0, 2, 1, 3)
+        q, k, v = (a.transpose(0, 2, 1, 3) for a in self.project(x))
         offset = cache.offset if cache is not None else 0
         rope = (self.head_dim, self.rope_base, self._rope_freqs, offset, positions, self.rope_traditional)
         q, k = apply_rope(q, *rope), apply_rope(k, *rope)

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 import mlx.nn as nn
 
 from . import llama
-from .common import apply_rope, attention
 
 
 @dataclass
@@ -21,18 +20,9 @@ class Attention(llama.Attention):
         self.q_norm = nn.RMSNorm(args.head_dim, eps=args.rms_norm_eps)
         self.k_norm = nn.RMSNorm(args.head_dim, eps=args.rms_norm_eps)
 
-    def __call__(self, x, cache, mask, positions):
-        B, L, _ = x.shape
-        q = self.q_norm(self.q_proj(x).reshape(B, L, self.n_heads, -1)).transpose(0, 2, 1, 3)
-        k = self.k_norm(self.k_proj(x).reshape(B, L, self.n_kv_heads, -1)).transpose(0, 2, 1, 3)
-        v = self.v_proj(x).reshape(B, L, self.n_kv_heads, -1).transpose(0, 2, 1, 3)
-        offset = cache.offset if cache is not None else 0
-        rope = (self.head_dim, self.rope_base, self._rope_freqs, offset, positions, self.rope_traditional)
-        q, k = apply_rope(q, *rope), apply_rope(k, *rope)
-        if cache is not None:
-            k, v = cache.update(self.layer, k, v)
-        out = attention(q, k, v, self.scale, mask)
-        return self.o_proj(out.transpose(0, 2, 1, 3).reshape(B, L, -1))
+    def project(self, x):
+        q, k, v = super().project(x)
+        return self.q_norm(q), self.k_norm(k), v
 
 
 class Block(llama.Block):
