@@ -10,11 +10,12 @@ from typing import Optional
 import typer
 
 from ..errors import UserError
+from . import options as opts
 from .common import build_drafter, console, load_target, out, resolve_model
 
 
 def bench(
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="MLX model directory or store name (default: smollm2-135m, pulled on first use)."),
+    model: opts.Model = None,
     methods: str = typer.Option("ar,pld", "--methods", help="Comma-separated methods; ar (the baseline) always runs first."),
     prompts: list[Path] = typer.Option([], "--prompts", help="JSONL of {question_id, category, turns} (repeatable; default: the Spec-Bench dev split, else the packaged prompts)."),
     categories: Optional[str] = typer.Option(None, "--categories", help="Comma-separated categories to keep."),
@@ -23,16 +24,16 @@ def bench(
     temp: float = typer.Option(0.0, "--temp", help="Sampling temperature; 0 = greedy (the only mode where outputs are compared)."),
     top_p: float = typer.Option(1.0, "--top-p", help="Nucleus sampling mass."),
     top_k: int = typer.Option(0, "--top-k", help="Keep only the k most likely tokens (0 = off)."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Random seed for sampling."),
-    dtype: Optional[str] = typer.Option(None, "--dtype", help="float32 (default on CPU), float16 (default on GPU), bfloat16."),
+    seed: opts.Seed = None,
+    dtype: opts.Dtype = None,
     peers: Optional[str] = typer.Option(None, "--peers", help="Other implementations to run on the same prompts: mlx-lm."),
-    draft_model: Optional[str] = typer.Option(None, "--draft-model", help="Draft model (draft-model method; also mlx-lm's speculative mode with --peers mlx-lm)."),
-    num_draft: Optional[int] = typer.Option(None, "--num-draft", help="Drafted tokens per step (pld, draft-model, mlx-lm speculative)."),
-    drafter: Optional[str] = typer.Option(None, "--drafter", help="A trained draft head directory (redrafter)."),
-    tree: Optional[str] = typer.Option(None, "--tree", help="Draft tree shape for redrafter: beam or dynamic."),
-    window: Optional[str] = typer.Option(None, "--window", help="Lookahead window width W (or 'auto')."),
-    ngram: Optional[int] = typer.Option(None, "--ngram", help="Lookahead n-gram size N."),
-    guesses: Optional[int] = typer.Option(None, "--guesses", help="Lookahead n-grams verified per step G."),
+    draft_model: opts.DraftModel = None,
+    num_draft: opts.NumDraft = None,
+    drafter: opts.DrafterPath = None,
+    tree: opts.Tree = None,
+    window: opts.Window = None,
+    ngram: opts.Ngram = None,
+    guesses: opts.Guesses = None,
     out_path: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the results JSON here (rewritten after every row)."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write a PNG bar chart of speedup and tau (needs mlx-specdec[plot])."),
     resume: bool = typer.Option(False, "--resume", help="Continue the --out file: skip the rows it already has."),
@@ -64,11 +65,10 @@ def bench(
                     limit=limit)
     rows = lib.load_report(out_path, settings)["results"] if resume and out_path.exists() else []
     session = Session(loaded.model, loaded.max_context)
-    window_value = None if window is None else (window if window == "auto" else _int(window, "--window"))
+    options = opts.method_options(num_draft, draft_model, drafter, tree, window, ngram, guesses)
     runners = {}
     for name in names:
-        d = build_drafter(name, loaded, params, num_draft=num_draft, draft_model=draft_model, drafter_path=drafter,
-                          tree=tree, window=window_value, ngram=ngram, guesses=guesses)
+        d = build_drafter(name, loaded, params, **options)
         runners[name] = lib.LoopRunner(session, d, params, loaded.tokenizer.eos_ids)
     if "mlx-lm" in peer_names:
         runners.update(_mlx_lm_runners(loaded, params, draft_model, num_draft or 4))
@@ -111,13 +111,6 @@ def bench(
 
 def _split(text: Optional[str]) -> list[str]:
     return [t.strip() for t in (text or "").split(",") if t.strip()]
-
-
-def _int(value: str, name: str) -> int:
-    try:
-        return int(value)
-    except ValueError:
-        raise UserError(f"{name} must be an integer or 'auto', got {value!r}") from None
 
 
 def _mlx_lm_runners(loaded, params, draft_model, num_draft) -> dict:

@@ -14,6 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..errors import UserError
+from . import options as opts
 from .common import build_drafter, console, load_target, out
 
 HELP = """[bold]/help[/]            this list
@@ -29,28 +30,27 @@ DRAFTED_STYLE = "bold cyan"
 
 
 def chat(
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="MLX model directory or store name (default: smollm2-135m, pulled on first use)."),
+    model: opts.Model = None,
     method: Optional[str] = typer.Option(None, "--method", help="Decoding method: ar, pld, draft-model, lookahead, redrafter (default: redrafter when a head ships for the model, else pld)."),
     max_tokens: Optional[int] = typer.Option(None, "--max-tokens", min=1, help="Longest answer in tokens (default 512)."),
     temp: Optional[float] = typer.Option(None, "--temp", help="Sampling temperature; 0 = greedy (the default)."),
     top_p: Optional[float] = typer.Option(None, "--top-p", help="Nucleus sampling: keep the most likely tokens up to this mass."),
     top_k: Optional[int] = typer.Option(None, "--top-k", help="Keep only the k most likely tokens (0 = off)."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Random seed for sampling."),
-    dtype: Optional[str] = typer.Option(None, "--dtype", help="float32 (default on CPU), float16 (default on GPU), bfloat16."),
+    seed: opts.Seed = None,
+    dtype: opts.Dtype = None,
     system: Optional[str] = typer.Option(None, "--system", help="A system prompt."),
     show_drafts: bool = typer.Option(False, "--show-drafts", help="Colour the tokens that came from accepted drafts."),
     resume: bool = typer.Option(False, "--resume", help="Continue the last conversation (saved automatically after every turn)."),
-    num_draft: Optional[int] = typer.Option(None, "--num-draft", help="Drafted tokens per step (pld, draft-model)."),
-    draft_model: Optional[str] = typer.Option(None, "--draft-model", help="Draft model directory or store name (draft-model)."),
-    drafter: Optional[str] = typer.Option(None, "--drafter", help="A trained draft head directory (redrafter; default: the shipped head)."),
-    tree: Optional[str] = typer.Option(None, "--tree", help="Draft tree shape for redrafter: beam or dynamic."),
-    window: Optional[str] = typer.Option(None, "--window", help="Lookahead window width W (or 'auto')."),
-    ngram: Optional[int] = typer.Option(None, "--ngram", help="Lookahead n-gram size N."),
-    guesses: Optional[int] = typer.Option(None, "--guesses", help="Lookahead n-grams verified per step G."),
+    num_draft: opts.NumDraft = None,
+    draft_model: opts.DraftModel = None,
+    drafter: opts.DrafterPath = None,
+    tree: opts.Tree = None,
+    window: opts.Window = None,
+    ngram: opts.Ngram = None,
+    guesses: opts.Guesses = None,
 ):
     """Chat with a model; a status line shows tokens/s, tau and draft acceptance live. Type /help for commands."""
     from ..chat import ChatEngine, Conversation, latest_history, new_history_path
-    from .generate_cmd import _int_option
 
     conversation, history = Conversation(), new_history_path()
     if resume:
@@ -68,9 +68,7 @@ def chat(
     loaded = load_target(model, dtype)
     engine = ChatEngine(loaded, None, conversation, history, seed=seed)
     engine.params  # validates the sampling options before the first turn
-    window_value = None if window is None else (window if window == "auto" else _int_option(window, "--window"))
-    options = dict(num_draft=num_draft, draft_model=draft_model, drafter_path=drafter, tree=tree,
-                   window=window_value, ngram=ngram, guesses=guesses)
+    options = opts.method_options(num_draft, draft_model, drafter, tree, window, ngram, guesses)
     drafters = Drafters(loaded, engine, options)
     name = method or (settings["method"] if conversation.messages and drafters.available(settings["method"]) else None)
     if name is None:

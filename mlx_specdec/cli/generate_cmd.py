@@ -7,29 +7,30 @@ from typing import Optional
 
 import typer
 
+from . import options as opts
 from .common import build_drafter, console, load_target, out
 
 
 def generate(
     prompt: str = typer.Option(..., "--prompt", "-p", help="The user message (the chat template is applied unless --raw)."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="MLX model directory or store name (default: smollm2-135m, pulled on first use)."),
+    model: opts.Model = None,
     method: str = typer.Option("ar", "--method", help="Decoding method: ar, pld, draft-model, lookahead, redrafter."),
     max_tokens: int = typer.Option(256, "--max-tokens", min=1, help="Stop after this many new tokens."),
     temp: float = typer.Option(0.0, "--temp", help="Sampling temperature; 0 = greedy."),
     top_p: float = typer.Option(1.0, "--top-p", help="Nucleus sampling: keep the most likely tokens up to this mass."),
     top_k: int = typer.Option(0, "--top-k", help="Keep only the k most likely tokens (0 = off)."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Random seed for sampling."),
-    dtype: Optional[str] = typer.Option(None, "--dtype", help="float32 (default on CPU), float16 (default on GPU), bfloat16."),
+    seed: opts.Seed = None,
+    dtype: opts.Dtype = None,
     system: Optional[str] = typer.Option(None, "--system", help="A system prompt."),
     raw: bool = typer.Option(False, "--raw", help="Feed the prompt as is, without the chat template."),
     stop: list[str] = typer.Option([], "--stop", help="Stop when this text appears (repeatable)."),
-    num_draft: Optional[int] = typer.Option(None, "--num-draft", help="Drafted tokens per step (pld, draft-model)."),
-    draft_model: Optional[str] = typer.Option(None, "--draft-model", help="Draft model directory or store name (draft-model)."),
-    drafter: Optional[str] = typer.Option(None, "--drafter", help="A trained draft head directory (redrafter; default: the shipped head)."),
-    tree: Optional[str] = typer.Option(None, "--tree", help="Draft tree shape for redrafter: beam or dynamic."),
-    window: Optional[str] = typer.Option(None, "--window", help="Lookahead window width W (or 'auto')."),
-    ngram: Optional[int] = typer.Option(None, "--ngram", help="Lookahead n-gram size N."),
-    guesses: Optional[int] = typer.Option(None, "--guesses", help="Lookahead n-grams verified per step G."),
+    num_draft: opts.NumDraft = None,
+    draft_model: opts.DraftModel = None,
+    drafter: opts.DrafterPath = None,
+    tree: opts.Tree = None,
+    window: opts.Window = None,
+    ngram: opts.Ngram = None,
+    guesses: opts.Guesses = None,
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object (text, tokens, prompt_tokens, model, method, stats)."),
 ):
     """Generate an answer to one prompt, with any decoding method (the output is the same for all under greedy)."""
@@ -39,9 +40,7 @@ def generate(
 
     params = SamplingParams(temperature=temp, top_p=top_p, top_k=top_k, seed=seed)
     loaded = load_target(model, dtype)
-    window_value = None if window is None else (window if window == "auto" else _int_option(window, "--window"))
-    draft = build_drafter(method, loaded, params, num_draft=num_draft, draft_model=draft_model, drafter_path=drafter,
-                          tree=tree, window=window_value, ngram=ngram, guesses=guesses)
+    draft = build_drafter(method, loaded, params, **opts.method_options(num_draft, draft_model, drafter, tree, window, ngram, guesses))
     if raw:
         ids = loaded.tokenizer.encode(prompt, add_special_tokens=True)
     else:
@@ -62,11 +61,3 @@ def generate(
         console.print(f"[dim]{method}: {stats.new_tokens} tokens, {stats.tokens_per_s:.1f} tok/s, "
                       f"tau {stats.tau:.2f}, prefill {stats.prefill_tokens} tokens in {stats.prefill_s:.2f}s ({loaded.dtype})[/]")
 
-
-def _int_option(value: str, name: str) -> int:
-    try:
-        return int(value)
-    except ValueError:
-        from ..errors import UserError
-
-        raise UserError(f"{name} must be an integer or 'auto', got {value!r}") from None
