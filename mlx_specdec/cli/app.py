@@ -17,25 +17,34 @@ app = typer.Typer(
 
 def _register():
     from .bench_cmd import bench
+    from .chat_cmd import chat
     from .convert_cmd import convert, pull
     from .generate_cmd import generate
-
-    app.command()(generate)
-    app.command()(convert)
-    app.command()(pull)
-    app.command()(bench)
     from .train_cmd import train_drafter
 
+    for command in (chat, generate, bench, convert, pull):
+        app.command()(command)
     app.command("train-drafter")(train_drafter)
-    try:
-        from .chat_cmd import chat
-    except ImportError:
-        chat = None
-    if chat is not None:
-        app.command()(chat)
 
 
 _register()
+
+
+def _first_time(what: str) -> bool:
+    """True the first time ``what`` is asked on this machine (a marker in the user cache dir)."""
+    from pathlib import Path
+
+    from platformdirs import user_cache_dir
+
+    marker = Path(user_cache_dir("mlx-specdec")) / f"{what}.shown"
+    if marker.exists():
+        return False
+    try:
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.touch()
+    except OSError:
+        pass
+    return True
 
 
 def main() -> None:
@@ -44,7 +53,7 @@ def main() -> None:
     from .common import console
 
     warning = ensure_fast_blas()  # may re-execute the process with OpenBLAS preloaded
-    if warning:
+    if warning and _first_time("blas-warning"):
         console.print(f"[yellow]note:[/] {warning}")
     try:
         app()
