@@ -28,7 +28,7 @@ from mlx_specdec.platform_setup import ensure_fast_blas
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
-def prompts(categories: list[str], per_category: int) -> list[tuple[str, str]]:
+def prompts(categories: list[str], first: int, per_category: int) -> list[tuple[str, str]]:
     out = []
     for category in categories:
         if category == "humaneval":
@@ -36,7 +36,7 @@ def prompts(categories: list[str], per_category: int) -> list[tuple[str, str]]:
         else:
             rows = [json.loads(line) for line in (DATA / "specbench" / "dev.jsonl").read_text().splitlines() if line.strip()]
             rows = [r for r in rows if r["category"] == category]
-        out += [(category, r["turns"][0]) for r in rows[:per_category]]
+        out += [(category, r["turns"][0]) for r in rows[first : first + per_category]]
     return out
 
 
@@ -85,18 +85,53 @@ def run(session, ids, drafter, max_tokens, eos_ids):
     return tokens, stats
 
 
+def parse_cost(text: str) -> dict[int, float]:
+    return {int(n): float(ms) / 1000 for n, ms in (item.split(":") for item in text.split(","))}
+
+
+def report(results: list[dict], cost: dict[int, float] | None = None) -> None:
+    """Print the table; with ``cost``, recompute the modelled tokens/s from that curve."""
+    import numpy as np
+
+    if cost:
+        x, y = zip(*sorted(cost.items()))
+        for r in results:
+            seconds = r["steps"] * float(np.interp(r["fed"], x, y)) + r["draft_s"] + r["bookkeeping_s"]
+            r["modelled_tokens_per_s"] = r["decode_tokens"] / seconds
+    labels = list(dict.fromkeys(r["method"] for r in results))
+    print(f"\n{'category':15s} {'method':12s} {'speedup':>8s} {'modelled':>9s} {'tau':>6s} {'tok/s':>7s} {'fed':>6s}"
+          "  (medians over prompts; speedups are ratios to ar on the same prompt)")
+    for category in [*dict.fromkeys(r["category"] for r in results), "all"]:
+        rows = [r for r in results if category in ("all", r["category"])]
+        base = {r["prompt"]: r for r in rows if r["method"] == "ar"}
+        for label in labels:
+            mine = [r for r in rows if r["method"] == label]
+            speedup = statistics.median(r["tokens_per_s"] / base[r["prompt"]]["tokens_per_s"] for r in mine)
+            modelled = statistics.median(r["modelled_tokens_per_s"] / base[r["prompt"]]["modelled_tokens_per_s"] for r in mine)
+            print(f"{category:15s} {label:12s} {speedup:7.2f}x {modelled:8.2f}x {statistics.median(r['tau'] for r in mine):6.2f} "
+                  f"{statistics.median(r['tokens_per_s'] for r in mine):7.1f} "
+                  f"{statistics.median(r['fed'] for r in mine):6.1f}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", nargs="?", default=None)
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--categories", default="humaneval,math_reasoning,summarization")
     parser.add_argument("--per-category", type=int, default=3)
+    parser.add_argument("--first", type=int, default=0, help="skip this many prompts of each category")
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--configs", default="0:3:4,2:3:2,4:3:4,8:4:4,auto:3:4")
     parser.add_argument("--with-pld", action="store_true")
     parser.add_argument("--sizes", default="1,2,4,8,16,32,64", help="forward sizes for the cost curve")
-    parser.add_argument("--json", help="also write every per-prompt result here")
+    parser.add_argument("--cost", help="model speed with this cost curve ('n:ms,...'; with --report too) instead of timing one")
+    parser.add_argument("--json", help="write every per-prompt result here (after each prompt)")
+    parser.add_argument("--report", nargs="+", metavar="JSON", help="print the table of earlier --json runs and exit")
     args = parser.parse_args()
+    if args.report:
+        results = [r for path in args.report for r in json.loads(Path(path).read_text())]
+        report(results, parse_cost(args.cost) if args.cost else None)
+        sys.exit(0 if all(r["same_as_ar"] for r in results) else 1)
     ensure_fast_blas()
 
     import mlx.core as mx
@@ -118,12 +153,15 @@ def main():
           f"max_tokens={args.max_tokens}", flush=True)
     warm = loaded.tokenizer.chat_ids([{"role": "user", "content": "Hello!"}])
     run(Session(loaded.model), warm, make_drafter("ar"), 16, eos)
-    cost = cost_curve(loaded.model, [int(n) for n in args.sizes.split(",")])
+    if args.cost:
+        cost = parse_cost(args.cost)
+    else:
+        cost = cost_curve(loaded.model, [int(n) for n in args.sizes.split(",")])
     print("forward cost: " + "  ".join(f"n={n} {1000 * t:.0f} ms" for n, t in cost.items()), flush=True)
-    sizes, seconds = zip(*sorted(cost.items()))
+    cost_xy = list(zip(*sorted(cost.items())))
 
     results = []  # one dict per (prompt, method)
-    for index, (category, text) in enumerate(prompts(args.categories.split(","), args.per_category)):
+    for index, (category, text) in enumerate(prompts(args.categories.split(","), args.first, args.per_category)):
         ids = loaded.tokenizer.chat_ids([{"role": "user", "content": text}])
         reference = None
         for label, (name, options) in table.items():
@@ -131,29 +169,20 @@ def main():
             reference = tokens if name == "ar" else reference
             steps = max(1, stats.target_forwards - 1)
             fed = stats.forward_tokens / steps
-            modelled_s = steps * float(np.interp(fed, sizes, seconds)) + stats.draft_s + stats.bookkeeping_s
-            row = dict(category=category, prompt=index, method=label, same_as_ar=tokens == reference, **stats.to_dict(),
-                       fed=fed, modelled_tokens_per_s=stats.decode_tokens / modelled_s)
+            modelled_s = steps * float(np.interp(fed, *cost_xy)) + stats.draft_s + stats.bookkeeping_s
+            row = dict(category=category, prompt=f"{category}#{args.first + index}", method=label, same_as_ar=tokens == reference,
+                       **stats.to_dict(), decode_tokens=stats.decode_tokens, steps=steps, fed=fed,
+                       modelled_tokens_per_s=stats.decode_tokens / modelled_s)
             results.append(row)
-            print(f"  {category:15s} #{index:<3d} {label:12s} tau {stats.tau:5.2f}  {stats.tokens_per_s:6.1f} tok/s  "
+            print(f"  {category:15s} #{args.first + index:<3d} {label:12s} tau {stats.tau:5.2f}  {stats.tokens_per_s:6.1f} tok/s  "
                   f"fed {row['fed']:5.1f}  {'ok' if row['same_as_ar'] else 'DIFFERS FROM AR'}", flush=True)
+        if args.json:
+            Path(args.json).write_text(json.dumps(results, indent=1))
 
-    print(f"\n{'category':15s} {'method':12s} {'speedup':>8s} {'modelled':>9s} {'tau':>6s} {'tok/s':>7s} {'fed':>6s}"
-          "  (medians over prompts; speedups are ratios to ar on the same prompt)")
-    for category in [*dict.fromkeys(r["category"] for r in results), "all"]:
-        rows = [r for r in results if category in ("all", r["category"])]
-        base = {r["prompt"]: r for r in rows if r["method"] == "ar"}
-        for label in table:
-            mine = [r for r in rows if r["method"] == label]
-            speedup = statistics.median(r["tokens_per_s"] / base[r["prompt"]]["tokens_per_s"] for r in mine)
-            modelled = statistics.median(r["modelled_tokens_per_s"] / base[r["prompt"]]["modelled_tokens_per_s"] for r in mine)
-            print(f"{category:15s} {label:12s} {speedup:7.2f}x {modelled:8.2f}x {statistics.median(r['tau'] for r in mine):6.2f} "
-                  f"{statistics.median(r['tokens_per_s'] for r in mine):7.1f} "
-                  f"{statistics.median(r['fed'] for r in mine):6.1f}")
+    report(results)
+
     mismatches = [r for r in results if not r["same_as_ar"]]
     print(f"\noutputs identical to ar: {len(results) - len(mismatches)}/{len(results)}")
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1))
     sys.exit(1 if mismatches else 0)
 
 
