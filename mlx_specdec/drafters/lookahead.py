@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import time
 
+import mlx.core as mx
 import numpy as np
 
 from ..errors import UserError
@@ -161,18 +162,18 @@ class Lookahead:
         start = len(self.history)
         self.history += tree.tokens[path].tolist()
         self._remember_text(start)
-        width = self._fed
+        if self._fed:
+            self._jacobi_step(tree.num_nodes, logits, self._fed)
         if self.calibration:
-            self._calibrate(width, elapsed)
-        if not width:
-            return
-        import mlx.core as mx
+            self._calibrate(self._fed, elapsed)
+            self.window = self.window[:, : self.width]
 
-        newest = tree.num_nodes + (self.levels - 1) * width
-        guesses = np.array(mx.argmax(logits[newest : newest + width], axis=-1))  # window: argmax even when sampling
+    def _jacobi_step(self, num_nodes: int, logits: mx.array, width: int) -> None:
+        """Shift the first ``width`` columns one level up, append the target's guesses, and pool
+        each column's n-gram. logits: (N + A, V); the newest level's rows hold the guesses."""
+        newest = num_nodes + (self.levels - 1) * width
+        guesses = np.array(mx.argmax(logits[newest : newest + width], axis=-1))  # argmax even when sampling
         column = np.concatenate([self.window[:, :width], guesses[None]], axis=0)  # (L + 1, width) n-grams
         for j in range(width):
             self._remember(column[:, j])
         self.window[:, :width] = column[1:]
-        if self.width < self.window.shape[1]:
-            self.window = self.window[:, : self.width].copy()
