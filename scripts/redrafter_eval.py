@@ -47,10 +47,22 @@ def main():
     parser.add_argument("--depth", type=int, default=5)
     parser.add_argument("--num-nodes", type=int, default=12)
     parser.add_argument("--budget", action="store_true", help="dynamic trees: size chosen by the tree budget")
-    parser.add_argument("--limit", type=int, default=None, help="at most this many prompts (smoke runs)")
+    parser.add_argument("--limit", type=int, default=None, help="at most this many prompts")
+    parser.add_argument("--shard", default="0/1", help="i/n: run every n-th prompt starting at i (parallel runs)")
+    parser.add_argument("--lookup", type=int, default=2, help="prompt-lookup continuations for the '+lookup' trees")
     parser.add_argument("--blas-threads", type=int, default=None, help="OPENBLAS_NUM_THREADS (1 wins on a busy CPU)")
     parser.add_argument("--out", default=None)
+    parser.add_argument("--merge", nargs="+", default=None, help="only merge these JSON outputs and print the table")
     args = parser.parse_args()
+    if args.merge:
+        runs = [json.loads(Path(f).read_text()) for f in args.merge]
+        records = [r for run in runs for r in run["records"]]
+        trees = [m for m in runs[0]["args"]["trees"].split(",") if m]
+        summary = summarize(records, trees)
+        print_table(summary, trees)
+        if args.out:
+            Path(args.out).write_text(json.dumps(dict(args=runs[0]["args"], summary=summary, records=records), indent=1))
+        return
 
     import os
 
@@ -81,6 +93,8 @@ def main():
         "beam": dict(tree="beam", beam_width=args.beam_width, beam_length=args.beam_length),
         "dynamic": dict(tree="dynamic", topk=args.topk, depth=args.depth, num_nodes=args.num_nodes, budget=True if args.budget else None),
     }
+    for base in list(options):
+        options[f"{base}+lookup"] = dict(options[base], lookup=args.lookup)
     heads = {}
 
     def drafter(method):
@@ -101,7 +115,8 @@ def main():
             out += step.tokens
         return out, stats, d
 
-    prompts = pick_prompts(Path(args.data), args.per_category)[: args.limit]
+    index, count = map(int, args.shard.split("/"))
+    prompts = pick_prompts(Path(args.data), args.per_category)[: args.limit][index::count]
     warm = tok.chat_ids([{"role": "user", "content": "Say hello."}])
     for method in ["ar"] + trees:
         run(warm, method)
@@ -122,7 +137,7 @@ def main():
             entry["decode_tokens"] = stats.decode_tokens
             if method != "ar":
                 entry["mean_tree_nodes"] = round(stats.proposed / max(1, stats.target_forwards - 1), 2)
-                if method == "beam":
+                if method.startswith("beam"):
                     entry["dedup_saved"] = round(d.saved_share, 4)
             record[method] = entry
         records.append(record)
@@ -154,7 +169,7 @@ def summarize(records, trees) -> dict:
                 identical=all(r[m]["identical_to_ar"] for r in rows),
                 mean_tree_nodes=round(sum(r[m]["mean_tree_nodes"] for r in rows) / len(rows), 2),
             )
-            if m == "beam":
+            if m.startswith("beam"):
                 entry[m]["dedup_saved"] = round(sum(r[m]["dedup_saved"] for r in rows) / len(rows), 4)
         summary[cat] = entry
     return summary

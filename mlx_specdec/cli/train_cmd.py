@@ -42,6 +42,8 @@ def train_drafter(
     seed: int = typer.Option(0, "--seed"),
 ):
     """Train a ReDrafter draft head on the target's own answers (knowledge distillation)."""
+    import numpy as np
+
     from ..errors import UserError
     from ..train.data import load_prompts
     from ..train.generate import encode_prompts, generate_dataset
@@ -79,7 +81,8 @@ def train_drafter(
 
         metrics = trainer.train(on_step)
     train_s = time.perf_counter() - t1
-    report = dict(data=data, prompts=len(encoded), tokens=int(len(dataset.tokens)), steps=steps, generation_s=round(gen_s, 1),
+    answered = int(len(np.unique(dataset.end)))
+    report = dict(data=data, prompts_answered=answered, tokens=int(len(dataset.tokens)), steps=steps, generation_s=round(gen_s, 1),
                   training_s=round(train_s, 1), **{f"eval_{k}": round(v, 4) for k, v in metrics.items()})
     trainer.export(out_dir, training=report)
 

@@ -133,6 +133,25 @@ def select_tree(root: int, tokens: np.ndarray, parents: np.ndarray, scores: np.n
     return Tree(np.array([root] + tokens[kept - 1].tolist()), np.array(tree_parents)), kept
 
 
+def merge_beams(tree: Tree, beams) -> Tree:
+    """``tree`` with extra token chains (behind its root) merged in; existing nodes keep their ids.
+
+    Example: tree r -> a -> b plus the chain [a, c] gives r -> a -> {b, c} (one new node).
+    """
+    tokens, parents = tree.tokens.tolist(), tree.parents.tolist()
+    child = {(p, t): i for i, (p, t) in enumerate(zip(parents, tokens)) if i}
+    for beam in beams:
+        node = 0
+        for token in beam:
+            token = int(token)
+            if (node, token) not in child:
+                child[(node, token)] = len(tokens)
+                tokens.append(token)
+                parents.append(node)
+            node = child[(node, token)]
+    return Tree(np.array(tokens), np.array(parents))
+
+
 class ReDrafter:
     name = "redrafter"
 
@@ -147,6 +166,7 @@ class ReDrafter:
         depth: int = 5,
         num_nodes: int = 12,
         budget=None,
+        lookup: int = 0,
     ):
         if tree not in ("beam", "dynamic"):
             raise UserError(f"--tree must be 'beam' or 'dynamic', got {tree!r}")
@@ -157,12 +177,19 @@ class ReDrafter:
         self.beam_width, self.beam_length = beam_width, beam_length
         self.topk, self.depth, self.num_nodes = topk, depth, num_nodes
         self.budget = budget  # a TreeBudget choosing num_nodes per step (dynamic trees), or None
+        self.lookup = None
+        if lookup:  # prompt-lookup continuations merged into the same tree (an extension, off by default)
+            from .pld import PromptLookup
+
+            self.lookup = PromptLookup(max_ngram=3, min_ngram=2, num_draft=max(beam_length, depth), num_matches=lookup)
+        self.history: list[int] = []
         self.h = None
         self.drafted_tokens = 0  # beam tokens before merging, for the dedup share
         self.tree_nodes = 0  # drafted tree nodes after merging
 
     def reset(self, context, hidden) -> None:
         self.h = hidden.reshape(-1)
+        self.history = list(context) if self.lookup is not None else []
 
     @property
     def saved_share(self) -> float:
@@ -198,11 +225,19 @@ class ReDrafter:
             self._ranks = ranks
             self.drafted_tokens += tree.num_nodes - 1
         self.tree_nodes += tree.num_nodes - 1
+        if self.lookup is not None:
+            extra = self.lookup.continuations(self.history + [root])
+            if extra:
+                tree = merge_beams(tree, extra)
+                if self.tree == "dynamic":
+                    self._ranks = np.concatenate([self._ranks, np.arange(len(self._ranks), tree.num_nodes)])
         self._draft_s = time.perf_counter() - t0
         return tree
 
     def commit(self, tree, path, hidden, logits) -> None:
         self.h = hidden[path[-1]]
+        if self.lookup is not None:
+            self.history += tree.tokens[path].tolist()
         if self.budget is not None and self.tree == "dynamic":
             self.budget.observe(self._ranks, path, self._draft_s)
 
