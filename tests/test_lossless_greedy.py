@@ -20,7 +20,7 @@ def _prompts(seed, n=4, vocab=97):
 
 DRAFTERS = {
     "pld": lambda target: make_drafter("pld"),
-    "pld-wide": lambda target: make_drafter("pld", max_ngram=2, num_draft=5, num_matches=4),
+    "pld-wide": lambda target: make_drafter("pld", max_ngram=2, min_ngram=1, num_draft=5, num_matches=4),
     "draft-model-self": lambda target: DraftModel(target, num_draft=4),
     "draft-model-other": lambda target: DraftModel(tiny_model("llama", seed=99, scale=3.0, num_hidden_layers=1), num_draft=3),
 }
@@ -67,7 +67,7 @@ def test_drafts_are_sometimes_rejected_and_sometimes_accepted():
     target = tiny_model("llama", seed=1, scale=3.0)
     accepted = proposed = 0
     for prompt in _prompts(1):
-        _, steps = generate_ids(target, make_drafter("pld"), prompt, 33)
+        _, steps = generate_ids(target, DRAFTERS["pld-wide"](target), prompt, 33)
         accepted += sum(s.accepted for s in steps)
         proposed += sum(s.proposed for s in steps)
     assert 0 < accepted < proposed
