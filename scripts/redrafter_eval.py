@@ -141,7 +141,12 @@ def main():
                     entry["dedup_saved"] = round(d.saved_share, 4)
             record[method] = entry
         records.append(record)
-        line = "  ".join(f"{m}: tau {record[m]['tau']:.2f} {record[m]['tokens_per_s']:.1f} tok/s" for m in ["ar"] + trees)
+        if args.out:  # after every prompt, so an interrupted run keeps what it measured
+            Path(args.out).write_text(json.dumps(dict(args=vars(args), blas=blas_in_use(), records=records), indent=1))
+        line = "  ".join(
+            f"{m}: tau {record[m]['tau']:.2f} {record[m]['tokens_per_s']:.1f} tok/s{'' if record[m]['identical_to_ar'] else ' DIFFERS'}"
+            for m in ["ar"] + trees
+        )
         print(f"[{i + 1}/{len(prompts)} {time.time() - t0:.0f}s] {row['category']:15s} {line}", flush=True)
 
     summary = summarize(records, trees)

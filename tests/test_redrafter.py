@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from mlx_specdec.drafters import make_drafter
-from mlx_specdec.drafters.redrafter import ReDrafter, select_tree
+from mlx_specdec.drafters.redrafter import ReDrafter, merge_beams, select_tree
 from mlx_specdec.drafters.redrafter_head import HeadConfig, ReDrafterHead, load_head, save_head
 from mlx_specdec.drafters.tree_budget import TreeBudget
 from mlx_specdec.errors import UserError
@@ -72,6 +72,12 @@ def test_dynamic_selection_keeps_the_best_nodes_and_their_parents():
     # a child that ranks above its parent (ties are possible) still brings its parent along
     tree, _ = select_tree(7, tokens, parents, np.array([-0.1, -3.0, -0.5, -0.9, -0.2]), 2)
     assert tree.parents.tolist() == [-1, 0, 1] and tree.tokens.tolist() == [7, 11, 13]
+
+
+def test_lookup_chains_merge_into_an_existing_tree():
+    tree, _ = beams_to_tree(9, [[1, 2]])
+    merged = merge_beams(tree, [[1, 3], [4]])  # r -> a -> {b, c}, r -> d
+    assert merged.tokens.tolist() == [9, 1, 2, 3, 4] and merged.parents.tolist() == [-1, 0, 1, 1, 0]
 
 
 # -- a head trained on a tiny model, shared by the tests below ------------------------------------
@@ -135,12 +141,14 @@ def test_trainer_resumes_from_its_checkpoint(trained, tmp_path):
             assert np.allclose(np.array(x), np.array(y), atol=1e-6), name
 
 
-@pytest.mark.parametrize("tree", ["beam", "dynamic"])
+@pytest.mark.parametrize("tree", ["beam", "dynamic", "beam+lookup"])
 @pytest.mark.parametrize("seed", [0, 1])
 def test_greedy_equals_autoregressive(trained, tree, seed):
     target, work, *_ = trained
     head = load_head(work / "head", target)
-    options = dict(beam_width=3, beam_length=3) if tree == "beam" else dict(topk=3, depth=4, num_nodes=8)
+    options = dict(beam_width=3, beam_length=3) if tree.startswith("beam") else dict(topk=3, depth=4, num_nodes=8)
+    if tree.endswith("+lookup"):
+        tree, options["lookup"] = "beam", 2
     accepted = 0
     for prompt in _prompts(100 + seed, 3):
         for max_tokens in (1, 7, 30):
