@@ -71,7 +71,8 @@ def bench(
         d = build_drafter(name, loaded, params, **options)
         runners[name] = lib.LoopRunner(session, d, params, loaded.tokenizer.eos_ids)
     if "mlx-lm" in peer_names:
-        runners.update(_mlx_lm_runners(loaded, params, draft_model, num_draft or 4))
+        ours_draft = getattr(runners.get("draft-model"), "drafter", None)
+        runners.update(_mlx_lm_runners(loaded, params, draft_model, num_draft or 4, getattr(ours_draft, "model", None)))
     order = names + [n for n in runners if n not in names]
     todo = lib.plan(selected, order, rows)
     argv = ["mlx-specdec", *sys.argv[1:]] if Path(sys.argv[0]).name in ("mlx-specdec", "cli.py") else sys.argv
@@ -113,24 +114,33 @@ def _split(text: Optional[str]) -> list[str]:
     return [t.strip() for t in (text or "").split(",") if t.strip()]
 
 
-def _mlx_lm_runners(loaded, params, draft_model, num_draft) -> dict:
-    """mlx-lm's models on the same directories, cast to the same dtype as ours."""
+def _mlx_lm_runners(loaded, params, draft_model, num_draft, ours_draft=None) -> dict:
+    """mlx-lm's models on the same directories and in the same dtype as ours.
+
+    Their parameters have the same names as ours, so they share our arrays instead of loading a
+    second copy (a 1.5B float32 target and its draft would otherwise need twice the memory).
+    """
+    from mlx.utils import tree_flatten, tree_unflatten
     from mlx_lm.utils import load_model
 
     from .. import bench as lib
     from ..loader import DTYPES
 
-    def load(path):
+    def load(path, ours):
         with console.status(f"Loading {Path(path).name} with mlx-lm..."):
-            m, _ = load_model(Path(path))
-            m.set_dtype(DTYPES[loaded.dtype])
-            return m
+            theirs, _ = load_model(Path(path), lazy=True)
+            mine = dict(tree_flatten(ours.parameters())) if ours is not None else {}
+            if mine and mine.keys() == dict(tree_flatten(theirs.parameters())).keys():
+                theirs.update(tree_unflatten(list(mine.items())))
+            else:
+                theirs.set_dtype(DTYPES[loaded.dtype])
+            return theirs
 
-    target = load(loaded.path)
+    target = load(loaded.path, loaded.model)
     runners = {"mlx-lm": lib.MlxLmRunner(target, params, loaded.tokenizer.eos_ids)}
     if draft_model is not None:
-        runners["mlx-lm-spec"] = lib.MlxLmRunner(target, params, loaded.tokenizer.eos_ids,
-                                                 draft_model=load(resolve_model(draft_model)), num_draft=num_draft)
+        draft = load(resolve_model(draft_model), ours_draft)
+        runners["mlx-lm-spec"] = lib.MlxLmRunner(target, params, loaded.tokenizer.eos_ids, draft_model=draft, num_draft=num_draft)
     return runners
 
 
