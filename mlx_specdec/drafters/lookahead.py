@@ -30,14 +30,15 @@ verification branch is the pool's continuations of the root, merged into one pre
 checked by the shared rules: greedy and sampling stay exact whatever the pool holds.
 
 ``window="auto"``: where a forward's cost grows with its tokens (a CPU), the window only pays
-while it is nearly free. The first steps feed the first w columns for w = 0, 1, 2, 4, 8, 16 in
-turn, three steps each, timing each step's forward and verification (from the end of ``propose``
-to the start of ``commit``; the fastest of the three counts). Widening stops at the first w whose
-step costs more than ``1 + slack`` times the step without a window, and the drafter keeps the
-widest w within that budget (:func:`pick_window`) for the rest of its life. On a GPU, where extra
-tokens are nearly free, the whole ladder passes; on a 2-core CPU the window shrinks to a few
-columns or none (the pool then holds only the text's n-grams). ``slack`` was chosen with
-``scripts/lookahead_sweep.py``.
+while it is nearly free. The first steps time each step's forward and verification (from the end
+of ``propose`` to the start of ``commit``) for w = 1, 2, 4, 8, 16 columns in turn, each against no
+window: steps alternate w = 0 and w, three pairs per w (so a load spike hits both sides), and the
+fastest step of each side counts. Widening stops at the first w whose step costs more than
+``1 + slack`` times the step without a window; the drafter keeps the widest w within that budget
+(:func:`pick_window`) for the rest of its life. On a GPU extra tokens are nearly free and the
+whole ladder passes; on a 2-core CPU the window shrinks to none or a column or two (the pool then
+holds mostly the text's n-grams). ``slack = 0.1`` because on SmolLM2-135M the window raised tau by
+only 5-20% (``scripts/lookahead_sweep.py``).
 """
 
 from __future__ import annotations
@@ -50,8 +51,8 @@ import numpy as np
 from ..errors import UserError
 from ..tree import Tree, beams_to_tree
 
-AUTO_LADDER = (0, 1, 2, 4, 8, 16)  # widths window="auto" tries, narrowest first
-AUTO_REPEATS = 3  # timed steps per width (the fastest counts)
+AUTO_LADDER = (1, 2, 4, 8, 16)  # widths window="auto" times against no window, narrowest first
+AUTO_REPEATS = 3  # timed (no window, w) pairs per width
 
 
 def window_mask(levels: int, width: int) -> np.ndarray:
@@ -81,7 +82,7 @@ def pick_window(step_seconds: dict[int, float], slack: float) -> int:
 class Lookahead:
     name = "lookahead"
 
-    def __init__(self, window: int | str = 4, ngram: int = 3, guesses: int = 4, slack: float = 0.25, seed: int = 0):
+    def __init__(self, window: int | str = 4, ngram: int = 3, guesses: int = 4, slack: float = 0.1, seed: int = 0):
         if ngram < 2:
             raise UserError(f"--ngram must be >= 2, got {ngram}")
         if guesses < 0:
@@ -91,7 +92,8 @@ class Lookahead:
         self.auto = window == "auto"
         self.width = max(AUTO_LADDER) if self.auto else window  # columns held in the window
         self.levels, self.guesses, self.slack = ngram - 1, guesses, slack
-        self.calibration = list(AUTO_LADDER) if self.auto else []  # widths still to time
+        # widths of the steps still to time: 0, 1, 0, 1, 0, 1, 0, 2, ...
+        self.calibration = [x for w in AUTO_LADDER for _ in range(AUTO_REPEATS) for x in (0, w)] if self.auto else []
         self.timings: dict[int, list[float]] = {}
         self.rng = np.random.default_rng(seed)
         self.pool: dict[int, list[tuple[int, ...]]] = {}
@@ -148,11 +150,9 @@ class Lookahead:
 
     def _calibrate(self, width: int, elapsed: float) -> None:
         self.timings.setdefault(width, []).append(elapsed)
-        if len(self.timings[width]) < AUTO_REPEATS:
-            return
         self.calibration.pop(0)
         fastest = {w: min(s) for w, s in self.timings.items()}
-        if fastest[width] > (1 + self.slack) * fastest[0]:
+        if width and len(self.timings[width]) == AUTO_REPEATS and fastest[width] > (1 + self.slack) * fastest[0]:
             self.calibration = []  # wider windows cost even more
         if not self.calibration:
             self.width = pick_window(fastest, self.slack)
