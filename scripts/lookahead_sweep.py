@@ -1,7 +1,7 @@
 """Lookahead W/N/G sweep against autoregressive decoding, in one process, on real prompts.
 
     python scripts/lookahead_sweep.py [MODEL_DIR] --per-category 3 --max-tokens 128 \\
-        --configs 0:3:4,2:3:2,4:3:4,8:4:4,auto:3:4
+        --configs 0:4:4,2:4:4,8:4:4,auto:4:4
 
 Each config is ``W:N:G`` (W may be ``auto``); ``ar`` always runs and ``--with-pld`` adds prompt
 lookup. For every prompt the methods run back to back (greedy, float32 by default, the chat
@@ -121,7 +121,7 @@ def main():
     parser.add_argument("--per-category", type=int, default=3)
     parser.add_argument("--first", type=int, default=0, help="skip this many prompts of each category")
     parser.add_argument("--max-tokens", type=int, default=128)
-    parser.add_argument("--configs", default="0:3:4,2:3:2,4:3:4,8:4:4,auto:3:4")
+    parser.add_argument("--configs", default="0:4:4,2:4:4,8:4:4,auto:4:4")
     parser.add_argument("--with-pld", action="store_true")
     parser.add_argument("--sizes", default="1,2,4,8,16,32,64", help="forward sizes for the cost curve")
     parser.add_argument("--cost", help="model speed with this cost curve ('n:ms,...'; with --report too) instead of timing one")
