@@ -2,10 +2,10 @@
 
 A 2-D window of ``W`` columns x ``L = N - 1`` levels rides in every target forward as auxiliary
 tokens, next to the verification tree. Level r, column j sits at depth ``j + r + 1`` below the
-root and attends to the cache, the root, level 0 up to column j, and levels 1..r of column j. Its
-context is therefore one token per position ``1 .. j + r``: column j is one causal sequence
-``root, L0[0..j], L1[j], .., Lr[j]``. Worked example, W = 3, L = 2 (aux rows only, over the
-root and the six window tokens; ``xy`` = level x, column y)::
+root and attends to the cache, the root, level 0 up to column j, and levels 1..r of column j: one
+token at each depth ``0 .. j + r + 1``, the causal sequence ``root, L0[0..j], L1[j], .., Lr[j]``.
+Worked example, W = 3, L = 2 (window rows only, over the root and the six window tokens; ``xy`` =
+level x, column y)::
 
     token  depth   r  00 01 02 10 11 12
     00       1     1  1  .  .  .  .  .
