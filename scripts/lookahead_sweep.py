@@ -28,7 +28,8 @@ from mlx_specdec.platform_setup import ensure_fast_blas
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
-def prompts(categories: list[str], first: int, per_category: int) -> list[tuple[str, str]]:
+def prompts(categories: list[str], first: int, per_category: int) -> list[tuple[str, int, str]]:
+    """(category, index within the category, user message) for each prompt."""
     out = []
     for category in categories:
         if category == "humaneval":
@@ -36,7 +37,7 @@ def prompts(categories: list[str], first: int, per_category: int) -> list[tuple[
         else:
             rows = [json.loads(line) for line in (DATA / "specbench" / "dev.jsonl").read_text().splitlines() if line.strip()]
             rows = [r for r in rows if r["category"] == category]
-        out += [(category, r["turns"][0]) for r in rows[first : first + per_category]]
+        out += [(category, first + i, r["turns"][0]) for i, r in enumerate(rows[first : first + per_category])]
     return out
 
 
@@ -161,21 +162,22 @@ def main():
     cost_xy = list(zip(*sorted(cost.items())))
 
     results = []  # one dict per (prompt, method)
-    for index, (category, text) in enumerate(prompts(args.categories.split(","), args.first, args.per_category)):
+    for category, index, text in prompts(args.categories.split(","), args.first, args.per_category):
         ids = loaded.tokenizer.chat_ids([{"role": "user", "content": text}])
         reference = None
         for label, (name, options) in table.items():
-            tokens, stats = run(Session(loaded.model), ids, make_drafter(name, **options), args.max_tokens, eos)
+            drafter = make_drafter(name, **options)
+            tokens, stats = run(Session(loaded.model), ids, drafter, args.max_tokens, eos)
             reference = tokens if name == "ar" else reference
             steps = max(1, stats.target_forwards - 1)
             fed = stats.forward_tokens / steps
             modelled_s = steps * float(np.interp(fed, *cost_xy)) + stats.draft_s + stats.bookkeeping_s
-            row = dict(category=category, prompt=f"{category}#{args.first + index}", method=label, same_as_ar=tokens == reference,
+            row = dict(category=category, prompt=f"{category}#{index}", method=label, same_as_ar=tokens == reference,
                        **stats.to_dict(), decode_tokens=stats.decode_tokens, steps=steps, fed=fed,
-                       modelled_tokens_per_s=stats.decode_tokens / modelled_s)
+                       modelled_tokens_per_s=stats.decode_tokens / modelled_s, window=getattr(drafter, "width", None))
             results.append(row)
-            print(f"  {category:15s} #{args.first + index:<3d} {label:12s} tau {stats.tau:5.2f}  {stats.tokens_per_s:6.1f} tok/s  "
-                  f"fed {row['fed']:5.1f}  {'ok' if row['same_as_ar'] else 'DIFFERS FROM AR'}", flush=True)
+            print(f"  {category:15s} #{index:<3d} {label:12s} tau {stats.tau:5.2f}  {stats.tokens_per_s:6.1f} tok/s  "
+                  f"fed {row['fed']:5.1f}  W {row['window']}  {'ok' if row['same_as_ar'] else 'DIFFERS FROM AR'}", flush=True)
         if args.json:
             Path(args.json).write_text(json.dumps(results, indent=1))
 
