@@ -92,9 +92,9 @@ class Session:
 
     def _prefill(self, ids: Sequence[int]):
         for start in range(0, len(ids), PREFILL_CHUNK):
-            logits, hidden = self.model(mx.array(ids[start : start + PREFILL_CHUNK])[None], self.cache)
-            logits, hidden = logits[0, -1], hidden[0, -1]
-            mx.eval(logits, hidden, *self.cache.state())
+            hidden = self.model.hidden(mx.array(ids[start : start + PREFILL_CHUNK])[None], self.cache)[0, -1]
+            mx.eval(hidden, *self.cache.state())
+        logits = self.model.lm_head_logits(hidden)
         return logits, hidden
 
     def generate(

@@ -47,9 +47,9 @@ class DraftModel:
     def _feed(self, ids: list[int]) -> mx.array:
         """Append ``ids`` to the draft cache; returns the logits after the last one."""
         for start in range(0, len(ids), PREFILL_CHUNK):
-            logits, _ = self.model(mx.array(ids[start : start + PREFILL_CHUNK])[None], self.cache)
+            hidden = self.model.hidden(mx.array(ids[start : start + PREFILL_CHUNK])[None], self.cache)
         self.cached += ids
-        return logits[0, -1]
+        return self.model.lm_head_logits(hidden[0, -1])
 
     def propose(self, root: int) -> Tree:
         logits = self._feed(self.history[len(self.cached) :] + [root])

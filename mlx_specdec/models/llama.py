@@ -139,10 +139,13 @@ class Model(nn.Module):
         return self.model.layers
 
     def __call__(self, tokens, cache=None, mask=None, positions=None):
-        if tokens.ndim == 1:
-            tokens = tokens[None]
-        hidden = self.model(tokens, cache, mask, positions)
+        hidden = self.hidden(tokens, cache, mask, positions)
         return self.lm_head_logits(hidden), hidden
+
+    def hidden(self, tokens, cache=None, mask=None, positions=None):
+        """The final hidden states only (B, L, hidden_size): a prefill that needs the logits of
+        its last token alone skips the vocabulary projection of all the others."""
+        return self.model(tokens[None] if tokens.ndim == 1 else tokens, cache, mask, positions)
 
     def lm_head_logits(self, hidden):
         if self.args.tie_word_embeddings:
