@@ -18,7 +18,7 @@ import statistics
 
 import numpy as np
 
-from mlx_specdec.bench import default_prompt_file, read_prompts, select
+from mlx_specdec.prompts import default_prompt_file, read_prompts, select
 from mlx_specdec.drafters import make_drafter
 from mlx_specdec.generate import Session
 from mlx_specdec.loader import load
