@@ -131,8 +131,10 @@ class Session:
                 tree = drafter.propose(root)
                 t1 = time.perf_counter()
                 if self.max_context and self.cache.offset + len(tree.tokens) > self.max_context:
-                    yield Step([], finish="length")
-                    return
+                    if self.cache.offset >= self.max_context:
+                        yield Step([], finish="length")
+                        return
+                    tree = Tree.chain(root)  # near the end of the context: a plain step still fits
                 past = self.cache.offset
                 logits, hidden = self.forward(tree)
                 path, next_root = self._verify(tree, logits[: tree.num_nodes], params, rng)

@@ -71,3 +71,19 @@ def test_drafts_are_sometimes_rejected_and_sometimes_accepted():
         accepted += sum(s.accepted for s in steps)
         proposed += sum(s.proposed for s in steps)
     assert 0 < accepted < proposed
+
+
+@pytest.mark.parametrize("drafter_name", ["draft-model-self", "lookahead"])
+def test_output_runs_to_the_end_of_the_context_like_autoregressive(drafter_name):
+    """Near the context limit a tree no longer fits: the loop falls back to plain steps, so the
+    output still equals ar's up to the very last position (not a prefix of it)."""
+    from mlx_specdec.generate import Session
+
+    target = tiny_model("llama", seed=3, scale=3.0, max_position_embeddings=40)
+    prompt = [5, 6, 7, 8, 5, 6, 7, 8, 5, 6]
+    make = DRAFTERS.get(drafter_name) or (lambda t: make_drafter("lookahead", window=3, ngram=3, guesses=2))
+    expected, ref_steps = generate_ids(target, make_drafter("ar"), prompt, 100, session=Session(target, 40))
+    got, steps = generate_ids(target, make(target), prompt, 100, session=Session(target, 40))
+    assert len(expected) == 40 - len(prompt) + 1 and ref_steps[-1].finish == "length"  # the last token needs no cache slot
+    assert got == expected and steps[-1].finish == "length"
+    assert any(s.forward_tokens > 1 for s in steps)  # it did verify trees before the end

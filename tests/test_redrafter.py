@@ -256,8 +256,8 @@ def test_truncated_json_array_is_read_record_by_record():
 # -- the command line -------------------------------------------------------------------------------
 
 
-def _cli(*args):
-    env = dict(os.environ, MLX_SPECDEC_NO_BLAS_REEXEC="1")
+def _cli(*args, home=None):
+    env = dict(os.environ, MLX_SPECDEC_NO_BLAS_REEXEC="1", **({"MLX_SPECDEC_HOME": str(home)} if home else {}))
     return subprocess.run([sys.executable, str(ROOT / "cli.py"), *args], capture_output=True, text=True, env=env, timeout=300)
 
 
@@ -277,13 +277,25 @@ def test_train_drafter_cli_end_to_end_and_bad_input(tmp_path):
     assert gen.returncode == 0, gen.stderr
     ar = _cli("generate", "-m", str(model), "-p", "the cat sat", "--max-tokens", "10", "--json")
     assert json.loads(gen.stdout)["tokens"] == json.loads(ar.stdout)["tokens"]
-    for bad_args, message in [
-        (["--data", str(tmp_path / "missing.jsonl")], "not found"),
-        (["--steps", "0"], "--steps must be >= 1"),
-    ]:
-        res = _cli(*args[:-2], *bad_args) if False else _cli(*[a for a in args], *bad_args)
+    use_head = ["generate", "-m", str(model), "-p", "the cat sat", "--method", "redrafter", "--drafter", str(tmp_path / "head"), "--max-tokens", "10"]
+    for shape in (["--tree", "beam", "--beam-width", "2", "--beam-length", "3"],
+                  ["--tree", "dynamic", "--tree-topk", "3", "--tree-depth", "3", "--tree-size", "6"],
+                  ["--tree", "dynamic", "--tree-size", "auto"]):
+        res = _cli(*use_head, *shape, "--json", home=tmp_path / "store")  # (--tree-size auto caches its cost table there)
+        assert res.returncode == 0, res.stderr
+        assert json.loads(res.stdout)["tokens"] == json.loads(ar.stdout)["tokens"], shape
+    bad_uses = [
+        (use_head + ["--tree-size", "8"], "--tree-size only apply to --tree dynamic"),
+        (use_head + ["--tree", "dynamic", "--beam-width", "2"], "--beam-width only apply to --tree beam"),
+        (use_head + ["--tree", "dynamic", "--tree-size", "many"], "--tree-size must be an integer or 'auto'"),
+        (use_head + ["--tree", "dynamic", "--tree-depth", "0"], "depth must be >= 1"),
+        (args + ["--data", str(tmp_path / "missing.jsonl")], "not found"),
+        (args + ["--steps", "0"], "--steps must be >= 1"),
+    ]
+    for bad_args, message in bad_uses:
+        res = _cli(*bad_args)
         lines = [l for l in res.stderr.strip().splitlines() if l.strip()]
-        assert res.returncode != 0 and len(lines) == 1 and message in lines[0], res.stderr
+        assert res.returncode != 0 and len(lines) == 1 and message in lines[0], (bad_args, res.stderr)
     (tmp_path / "head" / "model.safetensors").write_bytes(b"junk")
     res = _cli("generate", "-m", str(model), "-p", "hi", "--method", "redrafter", "--drafter", str(tmp_path / "head"), "--max-tokens", "2")
     lines = [l for l in res.stderr.strip().splitlines() if l.strip()]

@@ -31,6 +31,11 @@ def bench(
     num_draft: opts.NumDraft = None,
     drafter: opts.DrafterPath = None,
     tree: opts.Tree = None,
+    beam_width: opts.BeamWidth = None,
+    beam_length: opts.BeamLength = None,
+    tree_topk: opts.TreeTopk = None,
+    tree_depth: opts.TreeDepth = None,
+    tree_size: opts.TreeSize = None,
     window: opts.Window = None,
     ngram: opts.Ngram = None,
     guesses: opts.Guesses = None,
@@ -65,7 +70,8 @@ def bench(
                     limit=limit)
     rows = lib.load_report(out_path, settings)["results"] if resume and out_path.exists() else []
     session = Session(loaded.model, loaded.max_context)
-    options = opts.method_options(num_draft, draft_model, drafter, tree, window, ngram, guesses)
+    options = opts.method_options(num_draft, draft_model, drafter, tree, window, ngram, guesses,
+                                   beam_width, beam_length, tree_topk, tree_depth, tree_size)
     runners = {}
     for name in names:
         d = build_drafter(name, loaded, params, **options)

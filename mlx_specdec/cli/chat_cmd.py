@@ -45,6 +45,11 @@ def chat(
     draft_model: opts.DraftModel = None,
     drafter: opts.DrafterPath = None,
     tree: opts.Tree = None,
+    beam_width: opts.BeamWidth = None,
+    beam_length: opts.BeamLength = None,
+    tree_topk: opts.TreeTopk = None,
+    tree_depth: opts.TreeDepth = None,
+    tree_size: opts.TreeSize = None,
     window: opts.Window = None,
     ngram: opts.Ngram = None,
     guesses: opts.Guesses = None,
@@ -68,7 +73,8 @@ def chat(
     loaded = load_target(model, dtype)
     engine = ChatEngine(loaded, None, conversation, history, seed=seed)
     engine.params  # validates the sampling options before the first turn
-    options = opts.method_options(num_draft, draft_model, drafter, tree, window, ngram, guesses)
+    options = opts.method_options(num_draft, draft_model, drafter, tree, window, ngram, guesses,
+                                   beam_width, beam_length, tree_topk, tree_depth, tree_size)
     drafters = Drafters(loaded, engine, options)
     name = method or (settings["method"] if conversation.messages and drafters.available(settings["method"]) else None)
     if name is None:

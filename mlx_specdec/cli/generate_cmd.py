@@ -28,6 +28,11 @@ def generate(
     draft_model: opts.DraftModel = None,
     drafter: opts.DrafterPath = None,
     tree: opts.Tree = None,
+    beam_width: opts.BeamWidth = None,
+    beam_length: opts.BeamLength = None,
+    tree_topk: opts.TreeTopk = None,
+    tree_depth: opts.TreeDepth = None,
+    tree_size: opts.TreeSize = None,
     window: opts.Window = None,
     ngram: opts.Ngram = None,
     guesses: opts.Guesses = None,
@@ -40,7 +45,9 @@ def generate(
 
     params = SamplingParams(temperature=temp, top_p=top_p, top_k=top_k, seed=seed)
     loaded = load_target(model, dtype)
-    draft = build_drafter(method, loaded, params, **opts.method_options(num_draft, draft_model, drafter, tree, window, ngram, guesses))
+    options = opts.method_options(num_draft, draft_model, drafter, tree, window, ngram, guesses,
+                                 beam_width, beam_length, tree_topk, tree_depth, tree_size)
+    draft = build_drafter(method, loaded, params, **options)
     if raw:
         ids = loaded.tokenizer.encode(prompt, add_special_tokens=True)
     else:

@@ -17,17 +17,31 @@ NumDraft = Annotated[Optional[int], typer.Option("--num-draft", help="Drafted to
 DraftModel = Annotated[Optional[str], typer.Option("--draft-model", help="Draft model directory or store name (draft-model; also mlx-lm's speculative peer in bench).")]
 DrafterPath = Annotated[Optional[str], typer.Option("--drafter", help="A trained draft head directory (redrafter; default: the head shipped for the model).")]
 Tree = Annotated[Optional[str], typer.Option("--tree", help="Draft tree shape for redrafter: beam or dynamic.")]
+BeamWidth = Annotated[Optional[int], typer.Option("--beam-width", help="redrafter --tree beam: beams kept (W, default 4).")]
+BeamLength = Annotated[Optional[int], typer.Option("--beam-length", help="redrafter --tree beam: draft tokens per beam (L, default 4).")]
+TreeTopk = Annotated[Optional[int], typer.Option("--tree-topk", help="redrafter --tree dynamic: children per node and nodes expanded per round (k, default 4).")]
+TreeDepth = Annotated[Optional[int], typer.Option("--tree-depth", help="redrafter --tree dynamic: draft rounds (depth, default 5).")]
+TreeSize = Annotated[Optional[str], typer.Option("--tree-size", help="redrafter --tree dynamic: draft nodes verified per step (n, default 12), or 'auto' (sized from this device's measured forward cost and the running acceptance).")]
 Window = Annotated[Optional[str], typer.Option("--window", help="Lookahead window width W, or 'auto' (sized from the measured forward cost).")]
 Ngram = Annotated[Optional[int], typer.Option("--ngram", help="Lookahead n-gram size N.")]
 Guesses = Annotated[Optional[int], typer.Option("--guesses", help="Lookahead n-grams verified per step G.")]
 
 
-def method_options(num_draft=None, draft_model=None, drafter=None, tree=None, window=None, ngram=None, guesses=None) -> dict:
-    """The method options as ``build_drafter`` keywords; ``--window`` is an integer or 'auto'."""
-    if window is not None and window != "auto":
-        try:
-            window = int(window)
-        except ValueError:
-            raise UserError(f"--window must be an integer or 'auto', got {window!r}") from None
+def _int_or_auto(name: str, value):
+    if value is None or value == "auto":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise UserError(f"{name} must be an integer or 'auto', got {value!r}") from None
+
+
+def method_options(num_draft=None, draft_model=None, drafter=None, tree=None, window=None, ngram=None, guesses=None,
+                   beam_width=None, beam_length=None, tree_topk=None, tree_depth=None, tree_size=None) -> dict:
+    """The method options as ``build_drafter`` keywords; ``--window`` and ``--tree-size`` are an
+    integer or 'auto'."""
+    tree_size = _int_or_auto("--tree-size", tree_size)
     return dict(num_draft=num_draft, draft_model=draft_model, drafter_path=drafter, tree=tree,
-                window=window, ngram=ngram, guesses=guesses)
+                window=_int_or_auto("--window", window), ngram=ngram, guesses=guesses,
+                beam_width=beam_width, beam_length=beam_length, topk=tree_topk, depth=tree_depth,
+                num_nodes=None if tree_size == "auto" else tree_size, budget=True if tree_size == "auto" else None)

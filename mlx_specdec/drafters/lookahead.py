@@ -166,9 +166,9 @@ class Lookahead:
         start = len(self.history)
         self.history += tree.tokens[path].tolist()
         self._remember_text(start)
-        if self._fed:
+        if self._fed and tree.num_aux:  # (a tree without the window: the session fell back to a plain step)
             self._jacobi_step(tree.num_nodes, logits, self._fed)
-        if self.calibration:
+        if self.calibration and (tree.num_aux or not self._fed):
             self._calibrate(self._fed, elapsed)
             self.window = self.window[:, : self.width]
 
