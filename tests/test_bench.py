@@ -129,3 +129,23 @@ def test_selection_is_round_robin_and_covers_categories(tmp_path):
     bad.write_text('{"question_id": 1, "category": "x", "turns": "not a list"}\n')
     with pytest.raises(UserError, match="bad.jsonl:1"):
         lib.read_prompts([bad])
+
+
+def test_redrafter_tree_variants_run_side_by_side(setup, tmp_path):
+    """``redrafter:beam,redrafter:dynamic`` benchmarks both tree shapes of one head in one run."""
+    from mlx_specdec.drafters.redrafter_head import HeadConfig, ReDrafterHead, save_head
+    from mlx_specdec.loader import load
+
+    target = load(setup[0], "float32").model
+    head = save_head(ReDrafterHead(HeadConfig.for_target(target, num_blocks=1)), tmp_path / "head")  # untrained: random drafts
+    res, report = bench(setup, tmp_path / "r.json", "--methods", "redrafter:beam,redrafter:dynamic", "--drafter", str(head),
+                        "--limit", "2", "--beam-width", "2", "--tree-size", "5")
+    assert res.exit_code == 0, res.output
+    assert [r["method"] for r in report["results"]] == ["ar", "redrafter:beam", "redrafter:dynamic"] * 2
+    assert report["summary"]["mismatches"] == {"ar": 0, "redrafter:beam": 0, "redrafter:dynamic": 0}
+    dynamic = [r for r in report["results"] if r["method"] == "redrafter:dynamic"]
+    assert all(r["target_forwards"] > 0 and sum(r["proposed_by_depth"]) > 0 for r in dynamic)
+    for methods, message in [("redrafter:wide", "unknown method variant"), ("pld:beam", "unknown method variant"),
+                             ("nope", "unknown method")]:
+        with pytest.raises(UserError, match=message):
+            bench(setup, tmp_path / "bad.json", "--methods", methods, "--drafter", str(head), "--limit", "1")

@@ -16,7 +16,7 @@ from .common import build_drafter, console, load_target, out, resolve_model
 
 def bench(
     model: opts.Model = None,
-    methods: str = typer.Option("ar,pld", "--methods", help="Comma-separated methods; ar (the baseline) always runs first."),
+    methods: str = typer.Option("ar,pld", "--methods", help="Comma-separated methods; ar (the baseline) always runs first. redrafter:beam and redrafter:dynamic run both tree shapes in one run."),
     prompts: list[Path] = typer.Option([], "--prompts", help="JSONL of {question_id, category, turns} (repeatable; default: the Spec-Bench dev split, else the packaged prompts)."),
     categories: Optional[str] = typer.Option(None, "--categories", help="Comma-separated categories to keep."),
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Prompts in total, taken round-robin across categories (every category gets its share)."),
@@ -74,7 +74,8 @@ def bench(
                                    beam_width, beam_length, tree_topk, tree_depth, tree_size)
     runners = {}
     for name in names:
-        d = build_drafter(name, loaded, params, **options)
+        base, variant_options = _method_variant(name, options)
+        d = build_drafter(base, loaded, params, **variant_options)
         runners[name] = lib.LoopRunner(session, d, params, loaded.tokenizer.eos_ids)
     if "mlx-lm" in peer_names:
         ours_draft = getattr(runners.get("draft-model"), "drafter", None)
@@ -114,6 +115,25 @@ def bench(
         console.print(f"[bold red]error:[/] greedy output differs from ar's: "
                       + ", ".join(f"{m} on {n} prompt(s)" for m, n in bad.items()) + " (--allow-mismatch to ignore)")
         raise typer.Exit(1)
+
+
+def _method_variant(name: str, options: dict):
+    """``redrafter:dynamic`` -> ("redrafter", options with tree="dynamic"): a method under another
+    tree shape, so both shapes run side by side in one bench. Other names pass through."""
+    from ..drafters import METHODS
+
+    base, _, variant = name.partition(":")
+    if base not in METHODS:
+        raise UserError(f"unknown method {base!r} (choose from: {', '.join(METHODS)})")
+    if not variant:
+        return base, options
+    if base != "redrafter" or variant not in ("beam", "dynamic"):
+        raise UserError(f"unknown method variant {name!r} (only redrafter:beam and redrafter:dynamic)")
+    if options.get("tree") not in (None, variant):
+        raise UserError(f"{name} contradicts --tree {options['tree']}")
+    beam_only, dynamic_only = ("beam_width", "beam_length"), ("topk", "depth", "num_nodes", "budget")
+    unused = dynamic_only if variant == "beam" else beam_only
+    return base, dict({k: v for k, v in options.items() if k not in unused}, tree=variant)
 
 
 def _split(text: Optional[str]) -> list[str]:
