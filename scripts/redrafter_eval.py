@@ -40,7 +40,7 @@ def main():
     parser.add_argument("--per-category", type=int, default=4)
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--dtype", default="float32")
-    parser.add_argument("--trees", default="beam,dynamic")
+    parser.add_argument("--trees", default="beam,dynamic", help="tree specs: beam, beam:WxL, dynamic, dynamic:N, dynamic:auto, each optionally +lookup")
     parser.add_argument("--beam-width", type=int, default=4)
     parser.add_argument("--beam-length", type=int, default=4)
     parser.add_argument("--topk", type=int, default=4)
@@ -89,12 +89,7 @@ def main():
     model, tok = loaded.model, loaded.tokenizer
     eos = sorted(tok.eos_ids)
     trees = [t for t in args.trees.split(",") if t]
-    options = {
-        "beam": dict(tree="beam", beam_width=args.beam_width, beam_length=args.beam_length),
-        "dynamic": dict(tree="dynamic", topk=args.topk, depth=args.depth, num_nodes=args.num_nodes, budget=True if args.budget else None),
-    }
-    for base in list(options):
-        options[f"{base}+lookup"] = dict(options[base], lookup=args.lookup)
+    options = {tree: tree_options(tree, args) for tree in trees}
     heads = {}
 
     def drafter(method):
@@ -153,6 +148,28 @@ def main():
     print_table(summary, trees)
     if args.out:
         Path(args.out).write_text(json.dumps(dict(args=vars(args), blas=blas_in_use(), summary=summary, records=records), indent=1))
+
+
+def tree_options(spec: str, args) -> dict:
+    """ReDrafter options of a tree spec: ``beam``, ``beam:WxL``, ``dynamic``, ``dynamic:N`` or
+    ``dynamic:auto`` (N nodes; auto = the tree budget), each optionally followed by ``+lookup``.
+
+    Example: ``beam:2x4+lookup`` -> tree="beam", beam_width=2, beam_length=4, lookup=args.lookup.
+    """
+    base, plus, lookup = spec.partition("+")
+    if plus and lookup != "lookup":
+        raise SystemExit(f"bad tree spec {spec!r}")
+    shape, _, size = base.partition(":")
+    if shape == "beam":
+        width, length = (size.split("x") if size else (args.beam_width, args.beam_length))
+        options = dict(tree="beam", beam_width=int(width), beam_length=int(length))
+    elif shape == "dynamic":
+        size = size or ("auto" if args.budget else str(args.num_nodes))
+        options = dict(tree="dynamic", topk=args.topk, depth=args.depth, num_nodes=args.num_nodes if size == "auto" else int(size),
+                       budget=True if size == "auto" else None)
+    else:
+        raise SystemExit(f"bad tree spec {spec!r}")
+    return dict(options, lookup=args.lookup) if plus else options
 
 
 def summarize(records, trees) -> dict:
