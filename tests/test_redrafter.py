@@ -142,15 +142,14 @@ def test_trainer_resumes_from_its_checkpoint(trained, tmp_path):
 
 
 @pytest.mark.parametrize("tree", ["beam", "dynamic", "beam+lookup"])
-@pytest.mark.parametrize("seed", [0, 1])
-def test_greedy_equals_autoregressive(trained, tree, seed):
+def test_greedy_equals_autoregressive(trained, tree):
     target, work, *_ = trained
     head = load_head(work / "head", target)
     options = dict(beam_width=3, beam_length=3) if tree.startswith("beam") else dict(topk=3, depth=4, num_nodes=8)
     if tree.endswith("+lookup"):
         tree, options["lookup"] = "beam", 2
     accepted = 0
-    for prompt in _prompts(100 + seed, 3):
+    for prompt in _prompts(100, 3) + _prompts(101, 3):
         for max_tokens in (1, 7, 30):
             expected, _ = generate_ids(target, make_drafter("ar"), prompt, max_tokens)
             got, steps = generate_ids(target, ReDrafter(target, head, tree=tree, **options), prompt, max_tokens)
@@ -195,6 +194,45 @@ def test_tree_budget_prefers_the_size_with_the_best_rate():
     budget.observe(ranks, path, draft_s=0.0)
     assert budget.accepted[1:].tolist() == [1, 2, 3, 3]
     assert budget.choose() == 3  # (1 + 3) / 1 beats (1 + 3) / 4 and (1 + 2) / 1
+
+
+def test_rare_targets_join_the_batch_softmax(trained):
+    """Targets outside the 64-token subset get their own output rows in that batch, instead of
+    being masked out: the head learns them too."""
+    target, work, trainer, *_ = trained
+    positions = trainer.data.train_positions[:200]
+    _, _, slots, weights, _, _, rows = trainer._arrays(positions, rare_targets=True)
+    _, _, _, subset_weights, _, _, no_rows = trainer._arrays(positions)
+    raw_targets, valid = trainer.data.batch(positions, trainer.config.length)[2:4]
+    assert no_rows is None and rows.shape[0] > 64 and float(weights.sum()) == valid.sum() > float(subset_weights.sum())
+    picked = np.array(rows[slots])[valid]  # each target's row must be its own row of the output layer
+    assert np.allclose(picked, np.array(target.embed(mx.array(raw_targets[valid]))))
+
+
+def test_draft_vocabulary_adds_context_tokens_with_padding(trained):
+    target, work, *_ = trained
+    head = load_head(work / "head", target)
+    head.set_vocab_ids([5, 9])
+    vocab = head.draft_vocabulary(target, [9, 7, 7], bucket=4)  # the docstring's example
+    assert vocab.ids.tolist() == [5, 9, 7, 0, 0, 0] and vocab.bias.tolist() == [0, 0, 0, -1e9, -1e9, -1e9]
+    assert np.allclose(np.array(vocab.rows[:3]), np.array(target.embed(mx.array([5, 9, 7]))))  # tied: the embedding rows
+    assert not np.array(vocab.rows[3:]).any()
+    assert head.draft_vocabulary(target, [5]).ids.tolist() == [5, 9]  # nothing new: no padding
+
+
+def test_a_context_token_outside_the_head_vocabulary_gets_drafted(trained):
+    """With a 2-token head vocabulary, drafts can only contain other tokens if the context's joined."""
+    target, work, *_ = trained
+    head = load_head(work / "head", target)
+    head.set_vocab_ids([0, 1])
+    prompt = [40, 41, 42, 43, 44, 45]
+    expected, _ = generate_ids(target, make_drafter("ar"), prompt, 30)
+    for context_vocab in (False, True):
+        drafter = ReDrafter(target, head, tree="beam", beam_width=2, beam_length=2, context_vocab=context_vocab)
+        got, steps = generate_ids(target, drafter, prompt, 30)
+        assert got == expected
+        drafted = set(drafter.vocab.ids.tolist()) - {0}
+        assert drafted == ({1} | set(prompt) if context_vocab else {1})
 
 
 # -- the head's directory format and its errors --------------------------------------------------

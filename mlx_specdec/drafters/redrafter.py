@@ -12,6 +12,11 @@ log-probs) into their top-k children each, and make the best k of those k^2 the 
 Finally keep the global top-n nodes by path confidence (a child never scores above its parent, and
 parents are always kept). Each round is one batched head step.
 
+The draft vocabulary is the head's frequency-ranked subset plus every token of the context
+(``context_vocab``, on by default): names, numbers and terms that an answer copies from its prompt
+are rare in any training set, and the head's output rows are the target's own, so they can join at
+``reset`` without retraining (padded in buckets of 256 slots so the compiled search rarely retraces).
+
 Both searches run lazily in MLX and read the result with one host sync. Drafts are deterministic,
 so sampling uses the sibling-wise rule (``verify_deterministic``), never ``min(1, p/q)``.
 
@@ -28,7 +33,7 @@ import numpy as np
 
 from ..errors import UserError
 from ..tree import Tree, beams_to_tree
-from .redrafter_head import ReDrafterHead
+from .redrafter_head import DraftVocab, ReDrafterHead
 
 
 def _top(x: mx.array, k: int) -> mx.array:
@@ -44,33 +49,35 @@ def _log_softmax(logits: mx.array) -> mx.array:
     return logits - mx.logsumexp(logits, axis=-1, keepdims=True)
 
 
-def beam_search(head: ReDrafterHead, target, h: mx.array, root: int, width: int, length: int):
-    """Beams (W, L) of token ids, best first, and their scores (W,) (sum of log-probs). Lazy."""
-    V = head.vocab_ids.shape[0]
+def beam_search(head: ReDrafterHead, target, h: mx.array, root: int, width: int, length: int, vocab: DraftVocab | None = None):
+    """Beams (W, L) of token ids, best first, and their scores (W,) (sum of log-probs). Lazy.
+    ``vocab``: the draftable tokens (default: the head's own vocabulary)."""
+    vocab = vocab or head.draft_vocabulary(target)
+    V = vocab.size
     s = head.step(h, target.embed(root if isinstance(root, mx.array) else mx.array([root])), None)  # (1, D)
-    logprobs = _log_softmax(head.logits(target, h, s))[0]
+    logprobs = _log_softmax(head.logits(target, h, s, vocab))[0]
     first = _top(logprobs, width)  # (W,) subset ids: only the root expands at step 1
     scores, seqs = logprobs[first], first[:, None]
     s = mx.broadcast_to(s, (first.shape[0], s.shape[-1]))
     for _ in range(length - 1):
-        s = head.step(h, target.embed(head.vocab_ids[seqs[:, -1]]), s)
-        cand = (scores[:, None] + _log_softmax(head.logits(target, h, s))).reshape(-1)
+        s = head.step(h, target.embed(vocab.ids[seqs[:, -1]]), s)
+        cand = (scores[:, None] + _log_softmax(head.logits(target, h, s, vocab))).reshape(-1)
         best = _top(cand, width)
         beam, token = best // V, best % V
         seqs = mx.concatenate([seqs[beam], token[:, None]], axis=1)
         s, scores = s[beam], cand[best]
-    return head.vocab_ids[seqs], scores
+    return vocab.ids[seqs], scores
 
 
-def dynamic_candidates(head: ReDrafterHead, target, h: mx.array, root: int, topk: int, depth: int):
+def dynamic_candidates(head: ReDrafterHead, target, h: mx.array, root: int, topk: int, depth: int, vocab: DraftVocab | None = None):
     """Candidate nodes of an EAGLE-2 style tree: (tokens, parents, scores) arrays, lazy.
 
     Node ids start at 1 (0 is the root). Depth 1 holds k nodes, each later depth k^2 nodes, so
     ``k + (depth - 1) k^2`` candidates, each with its parent id and path score.
     """
-    V = head.vocab_ids.shape[0]
+    vocab = vocab or head.draft_vocabulary(target)
     s = head.step(h, target.embed(root if isinstance(root, mx.array) else mx.array([root])), None)
-    logprobs = _log_softmax(head.logits(target, h, s))[0]
+    logprobs = _log_softmax(head.logits(target, h, s, vocab))[0]
     first = _top(logprobs, topk)
     k = first.shape[0]
     tokens, parents, scores = [first], [mx.zeros((k,), mx.int32)], [logprobs[first]]
@@ -79,8 +86,8 @@ def dynamic_candidates(head: ReDrafterHead, target, h: mx.array, root: int, topk
     frontier_state = mx.broadcast_to(s, (k, s.shape[-1]))
     offset = 1 + k
     for _ in range(depth - 1):
-        s = head.step(h, target.embed(head.vocab_ids[frontier_tok]), frontier_state)  # (k, D)
-        cand = frontier_score[:, None] + _log_softmax(head.logits(target, h, s))  # (k, V')
+        s = head.step(h, target.embed(vocab.ids[frontier_tok]), frontier_state)  # (k, D)
+        cand = frontier_score[:, None] + _log_softmax(head.logits(target, h, s, vocab))  # (k, V')
         child = _top(cand, topk)  # (k, k) per frontier node
         child_score = mx.take_along_axis(cand, child, axis=-1)
         tokens.append(child.reshape(-1))
@@ -91,7 +98,7 @@ def dynamic_candidates(head: ReDrafterHead, target, h: mx.array, root: int, topk
         frontier_tok, frontier_score = child.reshape(-1)[best], child_score.reshape(-1)[best]
         frontier_state = s[best // child.shape[1]]
         offset += child.size
-    return head.vocab_ids[mx.concatenate(tokens)], mx.concatenate(parents), mx.concatenate(scores)
+    return vocab.ids[mx.concatenate(tokens)], mx.concatenate(parents), mx.concatenate(scores)
 
 
 def select_tree(root: int, tokens: np.ndarray, parents: np.ndarray, scores: np.ndarray, n: int):
@@ -167,6 +174,7 @@ class ReDrafter:
         num_nodes: int = 12,
         budget=None,
         lookup: int = 0,
+        context_vocab: bool = True,
     ):
         if tree not in ("beam", "dynamic"):
             raise UserError(f"--tree must be 'beam' or 'dynamic', got {tree!r}")
@@ -182,6 +190,8 @@ class ReDrafter:
             from .pld import PromptLookup
 
             self.lookup = PromptLookup(max_ngram=3, min_ngram=2, num_draft=max(beam_length, depth), num_matches=lookup)
+        self.context_vocab = context_vocab  # the context's tokens join the draft vocabulary at reset
+        self.vocab = None
         self.history: list[int] = []
         self.h = None
         self.drafted_tokens = 0  # beam tokens before merging, for the dedup share
@@ -189,6 +199,7 @@ class ReDrafter:
 
     def reset(self, context, hidden) -> None:
         self.h = hidden.reshape(-1)
+        self.vocab = self.head.draft_vocabulary(self.target, context if self.context_vocab else ())
         self.history = list(context) if self.lookup is not None else []
 
     @property
@@ -198,19 +209,21 @@ class ReDrafter:
 
     def _search(self):
         """The compiled search for these options, shared by drafters of the same head (traced once
-        per shape; the root is passed as an array so a new root does not retrace)."""
+        per shape; the root and the vocabulary are passed as arrays so a new root does not retrace,
+        and a new context only when its vocabulary needs another bucket of slots)."""
         key = (id(self.target), self.tree) + ((self.beam_width, self.beam_length) if self.tree == "beam" else (self.topk, self.depth))
         cache = self.head.__dict__.setdefault("_searches", {})
         if key not in cache:
             head, target, (a, b) = self.head, self.target, key[2:]
             head.output_rows(target)  # materialise before tracing
             search = beam_search if self.tree == "beam" else dynamic_candidates
-            cache[key] = mx.compile(lambda h, root: search(head, target, h, root, a, b))
+            cache[key] = mx.compile(lambda h, root, ids, rows, bias: search(head, target, h, root, a, b, DraftVocab(ids, rows, bias)))
         return cache[key]
 
     def propose(self, root: int) -> Tree:
         t0 = time.perf_counter()
-        out = self._search()(self.h, mx.array([root]))
+        vocab = self.vocab or self.head.draft_vocabulary(self.target)
+        out = self._search()(self.h, mx.array([root]), vocab.ids, vocab.rows, vocab.bias)
         mx.eval(out)  # the one host sync of the draft
         if self.tree == "beam":
             beams = np.array(out[0])

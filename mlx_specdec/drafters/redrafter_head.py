@@ -13,6 +13,10 @@ the ``vocab_subset`` most frequent tokens of the training data (``vocab_ids``; t
 never drafted, verification stays exact). So the head owns only ~6 D^2 parameters (2M for D=576,
 4 MB in float16) and one draft step costs a D x V' matmul instead of D x V.
 
+Because those rows are the target's own, any token can join the draft vocabulary later without
+retraining: :meth:`ReDrafterHead.draft_vocabulary` adds the tokens of the context (names and terms
+the answer will copy from the prompt), and the trainer adds each batch's rarer target tokens.
+
 The directory records which target it was trained for: architecture, hidden size, vocabulary size
 and a fingerprint (a few values of a few embedding rows). :func:`load_head` checks them against the
 target and raises :class:`UserError` on mismatch or a damaged file.
@@ -77,6 +81,30 @@ def fingerprint_matches(a, b) -> bool:
     return bool(denom > 0 and (a @ b) / denom > 0.95)
 
 
+def lm_head_rows(target, ids: mx.array) -> mx.array:
+    """(n, D) rows of the target's output layer for the token ids (n,), dequantized if needed."""
+    if target.args.tie_word_embeddings:
+        return target.embed(ids)
+    lm_head = target.lm_head
+    if hasattr(lm_head, "scales"):
+        return mx.dequantize(lm_head.weight[ids], lm_head.scales[ids], lm_head.biases[ids], lm_head.group_size, lm_head.bits)
+    return lm_head.weight[ids]
+
+
+@dataclass
+class DraftVocab:
+    """The tokens a head may draft: ids (V'',) with their output rows (V'', D) and a bias (V'',)
+    that is 0 for real slots and -1e9 for padding (so padded slots are never drafted)."""
+
+    ids: mx.array
+    rows: mx.array
+    bias: mx.array
+
+    @property
+    def size(self) -> int:
+        return self.ids.shape[0]
+
+
 class ResBlock(nn.Module):
     def __init__(self, dim: int):
         super().__init__()
@@ -107,18 +135,29 @@ class ReDrafterHead(nn.Module):
     def output_rows(self, target) -> mx.array:
         """(V', D) the target's LM head rows for ``vocab_ids`` (frozen; computed once)."""
         if self._out_rows is None:
-            if target.args.tie_word_embeddings:
-                rows = target.embed(self.vocab_ids)
-            else:
-                lm_head = target.lm_head
-                if hasattr(lm_head, "scales"):
-                    weight = mx.dequantize(lm_head.weight, lm_head.scales, lm_head.biases, lm_head.group_size, lm_head.bits)
-                else:
-                    weight = lm_head.weight
-                rows = weight[self.vocab_ids]
-            self._out_rows = mx.stop_gradient(rows)
+            self._out_rows = mx.stop_gradient(lm_head_rows(target, self.vocab_ids))
             mx.eval(self._out_rows)
         return self._out_rows
+
+    def draft_vocabulary(self, target, extra=(), bucket: int = 256) -> DraftVocab:
+        """``vocab_ids`` plus the ``extra`` token ids it lacks, those padded to a multiple of
+        ``bucket`` slots (so the compiled search sees few distinct shapes).
+
+        Example: vocab_ids [5, 9], extra [9, 7, 7], bucket 4 -> ids [5, 9, 7, 0, 0, 0],
+        bias [0, 0, 0, -1e9, -1e9, -1e9].
+        """
+        base = np.array(self.vocab_ids)
+        extra = np.setdiff1d(np.unique(np.asarray(list(extra), dtype=np.int64)), base)
+        extra = extra[(extra >= 0) & (extra < self.config.vocab_size)].astype(np.int32)
+        pad = -len(extra) % bucket if len(extra) else 0
+        ids = mx.array(np.concatenate([base, extra, np.zeros(pad, np.int32)]))
+        rows = self.output_rows(target)
+        if len(extra):
+            new_rows = lm_head_rows(target, mx.array(extra)).astype(rows.dtype)
+            rows = mx.concatenate([rows, new_rows, mx.zeros((pad, rows.shape[1]), rows.dtype)])
+        bias = mx.array(np.concatenate([np.zeros(len(base) + len(extra), np.float32), np.full(pad, -1e9, np.float32)]))
+        mx.eval(ids, rows, bias)
+        return DraftVocab(ids, rows, bias)
 
     def step(self, h: mx.array, e: mx.array, s: mx.array | None):
         """One recurrent step. h, e: (..., D); s: (..., D) or None (= 0). Returns the new state."""
@@ -131,18 +170,22 @@ class ReDrafterHead(nn.Module):
             x = block(x)
         return self.norm(x)
 
-    def logits(self, target, h: mx.array, s: mx.array) -> mx.array:
-        """(..., V') logits over ``vocab_ids`` for the state s (h broadcast against it)."""
-        return self.features(h, s) @ self.output_rows(target).T
+    def logits(self, target, h: mx.array, s: mx.array, vocab: DraftVocab | None = None) -> mx.array:
+        """(..., V') logits over ``vocab_ids`` (or over ``vocab``) for the state s (h broadcast against it)."""
+        if vocab is None:
+            return self.features(h, s) @ self.output_rows(target).T
+        return self.features(h, s) @ vocab.rows.T + vocab.bias
 
-    def unroll(self, target, h: mx.array, tokens: mx.array) -> mx.array:
-        """Teacher-forced logits: h (B, D), tokens (B, L) the draft inputs -> (B, L, V')."""
+    def unroll(self, target, h: mx.array, tokens: mx.array, rows: mx.array | None = None) -> mx.array:
+        """Teacher-forced logits: h (B, D), tokens (B, L) the draft inputs -> (B, L, V') over
+        ``vocab_ids`` (or over the output ``rows`` (V', D) given)."""
         e = mx.stop_gradient(target.embed(tokens))
         s, states = None, []
         for t in range(tokens.shape[1]):
             s = self.step(h, e[:, t], s)
             states.append(s)
-        return self.logits(target, h[:, None], mx.stack(states, axis=1))
+        features = self.features(h[:, None], mx.stack(states, axis=1))
+        return features @ (self.output_rows(target) if rows is None else rows).T
 
 
 def save_head(head: ReDrafterHead, path: str | Path, dtype=mx.float16) -> Path:

@@ -8,7 +8,10 @@ tokens. The head is unrolled over L steps with teacher forcing::
     targets x_{i+2} ... x_{i+L+1}        loss = mean cross-entropy (+ kl_weight * soft CE to the
                                           target's top-k probabilities, when the shards have them)
 
-Targets outside the head's vocabulary subset, or beyond the end of a sample, are masked out.
+Targets beyond the end of a sample are masked out. Targets outside the head's vocabulary subset
+join that batch's softmax (their rows of the target's frozen output layer are appended), so the
+head also learns the rarer tokens that drafting adds from the context (``rare_targets``; without
+it they are masked out).
 AdamW with linear warm-up then cosine decay. Every ``eval_every`` steps the head is evaluated on
 held-out samples: ``chain_tau`` = 1 + expected number of leading draft steps whose argmax equals
 the target's token (what a greedy chain draft of length L would get accepted).
@@ -31,7 +34,7 @@ import mlx.optimizers as optim
 import numpy as np
 from mlx.utils import tree_flatten, tree_unflatten
 
-from ..drafters.redrafter_head import HeadConfig, ReDrafterHead, load_head, save_head
+from ..drafters.redrafter_head import HeadConfig, ReDrafterHead, lm_head_rows, load_head, save_head
 from ..errors import UserError
 from .generate import load_shard
 
@@ -47,6 +50,7 @@ class TrainConfig:
     num_blocks: int = 2
     vocab_subset: int = 8192  # 0 = whole vocabulary
     kl_weight: float = 0.0
+    rare_targets: bool = True  # targets outside the subset join the batch's softmax
     eval_every: int = 250
     eval_fraction: float = 0.05
     eval_positions: int = 4000
@@ -147,8 +151,8 @@ class Trainer:
         self._loss_and_grad = nn.value_and_grad(self.head, self._loss)
 
     # -- loss -----------------------------------------------------------------------------------
-    def _loss(self, h, inputs, targets, weights, soft_ids, soft_probs):
-        logits = self.head.unroll(self.target, h, inputs).astype(mx.float32)  # (B, L, V')
+    def _loss(self, h, inputs, targets, weights, soft_ids, soft_probs, rows=None):
+        logits = self.head.unroll(self.target, h, inputs, rows).astype(mx.float32)  # (B, L, V')
         logprobs = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
         nll = -mx.take_along_axis(logprobs, targets[..., None], axis=-1)[..., 0]
         loss = (nll * weights).sum() / mx.maximum(weights.sum(), 1)
@@ -157,9 +161,16 @@ class Trainer:
             loss = loss + self.config.kl_weight * (soft * (weights > 0)).sum() / mx.maximum((weights > 0).sum(), 1)
         return loss
 
-    def _arrays(self, positions):
+    def _arrays(self, positions, rare_targets: bool = False):
         h, inputs, targets, valid, topk = self.data.batch(positions, self.config.length)
         slots = self.slot[targets]
+        rows = None
+        if rare_targets:
+            rare = np.unique(targets[valid & (slots < 0)])
+            if len(rare):
+                outside = valid & (slots < 0)
+                slots = np.where(outside, len(self.head.vocab_ids) + np.searchsorted(rare, targets), slots)
+                rows = mx.concatenate([self.head.output_rows(self.target), mx.stop_gradient(lm_head_rows(self.target, mx.array(rare)))])
         weights = (valid & (slots >= 0)).astype(np.float32)
         soft_ids = soft_probs = None
         if topk is not None and self.config.kl_weight > 0:
@@ -168,7 +179,7 @@ class Trainer:
             probs = np.where(s >= 0, probs, 0)
             probs /= np.maximum(probs.sum(-1, keepdims=True), 1e-9)
             soft_ids, soft_probs = mx.array(np.maximum(s, 0)), mx.array(probs)
-        return mx.array(h), mx.array(inputs), mx.array(np.maximum(slots, 0)), mx.array(weights), soft_ids, soft_probs
+        return mx.array(h), mx.array(inputs), mx.array(np.maximum(slots, 0)), mx.array(weights), soft_ids, soft_probs, rows
 
     # -- checkpoints ----------------------------------------------------------------------------
     @property
@@ -213,7 +224,7 @@ class Trainer:
         total_loss, accepted, top1, count = 0.0, 0.0, 0.0, 0
         for start in range(0, len(positions), 512):
             chunk = positions[start : start + 512]
-            h, inputs, targets, weights, _, _ = self._arrays(chunk)
+            h, inputs, targets, weights, _, _, _ = self._arrays(chunk)
             logits = self.head.unroll(self.target, h, inputs)
             loss = self._loss(h, inputs, targets, weights, None, None)
             correct = (mx.argmax(logits, axis=-1) == targets) & (weights > 0)
@@ -235,7 +246,7 @@ class Trainer:
         while self.step < config.steps:
             rng = np.random.default_rng([config.seed, self.step])
             positions = rng.choice(self.data.train_positions, config.batch_size)
-            loss, grads = self._loss_and_grad(*self._arrays(positions))
+            loss, grads = self._loss_and_grad(*self._arrays(positions, config.rare_targets))
             self.optimizer.update(self.head, grads)
             mx.eval(loss, state)
             self.step += 1
