@@ -81,3 +81,46 @@ def test_cache_reuse_across_calls_matches_fresh(default):
     assert session.last_prefill_tokens < len(follow) - len(first)
     fresh, _ = generate_ids(default.model, make_drafter("ar"), follow, 16)
     assert reused == fresh
+
+
+PROMPTS = ["Explain how a bicycle works.", "Write a Python function that returns the n-th Fibonacci number.",
+           "Summarise: The city council met on Tuesday and voted to extend the library's opening hours."]
+
+
+@pytest.mark.parametrize("tree", ["beam", "dynamic"])
+def test_redrafter_with_the_shipped_head_equals_ar(default, tree):
+    """The shipped head on its own target: same tokens as ar, and drafts do get accepted."""
+    from mlx_specdec.drafters.redrafter import make_redrafter
+
+    drafter = make_redrafter(default.model, tree=tree)
+    accepted = 0
+    for text in PROMPTS:
+        ids = chat(default, text)
+        session = Session(default.model)
+        expected, _ = generate_ids(default.model, make_drafter("ar"), ids, 48, eos=default.tokenizer.eos_ids, session=session)
+        got, steps = generate_ids(default.model, drafter, ids, 48, eos=default.tokenizer.eos_ids, session=session)
+        assert got == expected, (tree, text)
+        accepted += sum(s.accepted for s in steps)
+    assert accepted > 0
+
+
+def test_draft_model_equals_ar(default):
+    """A real draft model: the default model's first 10 of 30 layers (sharing its weights)."""
+    from mlx.utils import tree_flatten, tree_unflatten
+
+    from mlx_specdec.drafters.draft_model import DraftModel
+    from mlx_specdec.models import build_model
+
+    config = json.loads((default.path / "config.json").read_text())
+    shallow = build_model(dict(config, num_hidden_layers=10))
+    ours = dict(tree_flatten(default.model.parameters()))
+    shallow.update(tree_unflatten([(k, ours[k]) for k, _ in tree_flatten(shallow.parameters())]))
+    accepted = 0
+    for text in PROMPTS:
+        ids = chat(default, text)
+        session = Session(default.model)
+        expected, _ = generate_ids(default.model, make_drafter("ar"), ids, 48, eos=default.tokenizer.eos_ids, session=session)
+        got, steps = generate_ids(default.model, DraftModel(shallow, num_draft=3), ids, 48, eos=default.tokenizer.eos_ids, session=session)
+        assert got == expected, text
+        accepted += sum(s.accepted for s in steps)
+    assert accepted > 0
