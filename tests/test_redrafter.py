@@ -175,16 +175,19 @@ def test_eos_inside_an_accepted_run(trained, tree):
     assert hits > 0
 
 
-def test_tree_budget_with_dynamic_trees_stays_lossless(trained):
+@pytest.mark.parametrize("lookup", [0, 2])
+def test_tree_budget_with_dynamic_trees_stays_lossless(trained, lookup):
+    """(With lookup, prompt-lookup chains merge into the budgeted tree: more nodes than max_nodes.)"""
     target, work, *_ = trained
     head = load_head(work / "head", target)
     budget = TreeBudget({1: 0.05, 8: 0.06, 16: 0.08, 32: 0.2}, max_nodes=16, warmup=3, explore_every=4)
-    prompt = _prompts(9, 1)[0]
+    prompt = _prompts(9, 1)[0] * (2 if lookup else 1)
     expected, _ = generate_ids(target, make_drafter("ar"), prompt, 60)
-    got, steps = generate_ids(target, ReDrafter(target, head, tree="dynamic", topk=4, depth=4, budget=budget), prompt, 60)
+    drafter = ReDrafter(target, head, tree="dynamic", topk=4, depth=4, budget=budget, lookup=lookup)
+    got, steps = generate_ids(target, drafter, prompt, 60)
     assert got == expected
     sizes = {s.proposed for s in steps if not s.prefill}
-    assert 16 in sizes and budget.count[1] > 0
+    assert budget.count[1] > 0 and (16 in sizes if not lookup else max(sizes) > 16)
 
 
 def test_tree_budget_prefers_the_size_with_the_best_rate():

@@ -113,8 +113,10 @@ class TreeBudget:
         return (1 + self.accepted[m] / max(self.count[m], 1)) / (self.forward_s[m + 1] + self.draft_s)
 
     def observe(self, ranks: np.ndarray, path: list[int], draft_s: float) -> None:
-        """ranks: (N,) rank by confidence of each tree node (1 = best, node 0 unused); path: accepted."""
-        n = len(ranks) - 1
+        """ranks: (N,) rank by confidence of each tree node (1 = best, node 0 unused); path: accepted.
+        Nodes ranked beyond ``max_nodes`` (merged in from elsewhere, e.g. prompt lookup) count only
+        for the sizes that would hold them."""
+        n = min(len(ranks) - 1, self.max_nodes)
         prefix_max = np.maximum.accumulate(ranks[path[1:]]) if len(path) > 1 else np.zeros(0)
         m = np.arange(1, n + 1)
         self.accepted[1 : n + 1] += (prefix_max[None, :] <= m[:, None]).sum(axis=1)
