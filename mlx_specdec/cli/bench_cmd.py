@@ -131,8 +131,7 @@ def _method_variant(name: str, options: dict):
         raise UserError(f"unknown method variant {name!r} (only redrafter:beam and redrafter:dynamic)")
     if options.get("tree") not in (None, variant):
         raise UserError(f"{name} contradicts --tree {options['tree']}")
-    beam_only, dynamic_only = ("beam_width", "beam_length"), ("topk", "depth", "num_nodes", "budget")
-    unused = dynamic_only if variant == "beam" else beam_only
+    unused = opts.DYNAMIC_ONLY if variant == "beam" else opts.BEAM_ONLY
     return base, dict({k: v for k, v in options.items() if k not in unused}, tree=variant)
 
 

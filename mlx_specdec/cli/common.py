@@ -68,13 +68,13 @@ def build_drafter(method: str, loaded, params, num_draft=None, draft_model=None,
         options = {k: v for k, v in dict(window=window, ngram=ngram, guesses=guesses).items() if v is not None}
     elif method == "redrafter":
         shape = {k: v for k, v in extra.items() if v is not None}
-        beam_only, dynamic_only = {"beam_width", "beam_length"}, {"topk", "depth", "num_nodes", "budget"}
-        wrong = (dynamic_only if (tree or "beam") == "beam" else beam_only) & shape.keys()
+        from .options import BEAM_ONLY, DYNAMIC_ONLY
+
+        beam = (tree or "beam") == "beam"
+        flags = DYNAMIC_ONLY if beam else BEAM_ONLY
+        wrong = flags.keys() & shape.keys()
         if wrong:
-            flags = {"beam_width": "--beam-width", "beam_length": "--beam-length", "topk": "--tree-topk", "depth": "--tree-depth",
-                     "num_nodes": "--tree-size", "budget": "--tree-size"}
-            other = "dynamic" if (tree or "beam") == "beam" else "beam"
-            raise UserError(f"{', '.join(sorted({flags[k] for k in wrong}))} only apply to --tree {other}")
+            raise UserError(f"{', '.join(sorted({flags[k] for k in wrong}))} only apply to --tree {'dynamic' if beam else 'beam'}")
         options = {k: v for k, v in dict(target=loaded.model, head_path=drafter_path, tree=tree).items() if v is not None}
         options.update(shape)
     return make_drafter(method, **options)

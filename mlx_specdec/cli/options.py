@@ -27,6 +27,10 @@ Ngram = Annotated[Optional[int], typer.Option("--ngram", help="Lookahead n-gram 
 Guesses = Annotated[Optional[int], typer.Option("--guesses", help="Lookahead n-grams verified per step G.")]
 
 
+BEAM_ONLY = {"beam_width": "--beam-width", "beam_length": "--beam-length"}  # redrafter keyword -> flag
+DYNAMIC_ONLY = {"topk": "--tree-topk", "depth": "--tree-depth", "num_nodes": "--tree-size", "budget": "--tree-size"}
+
+
 def _int_or_auto(name: str, value):
     if value is None or value == "auto":
         return value
