@@ -114,8 +114,10 @@ def test_trainer_loss_decreases_and_acceptance_rises(trained):
 
 
 def test_trainer_resumes_from_its_checkpoint(trained, tmp_path):
+    """With feature noise on: the noise of a step depends only on (seed, step), so a resumed run
+    ends with the same weights as a straight one (and the noise does change the training)."""
     target, work, _, _, _, _ = trained
-    config = TrainConfig(**{**CONFIG.__dict__, "steps": 12, "checkpoint_every": 5, "eval_every": 100})
+    config = TrainConfig(**{**CONFIG.__dict__, "steps": 12, "checkpoint_every": 5, "eval_every": 4, "feature_noise": 0.5})
     data = DistillData(work / "data", eval_fraction=0.2)
     straight = Trainer(target, data, tmp_path / "straight", config)
     straight.train()
@@ -134,6 +136,10 @@ def test_trainer_resumes_from_its_checkpoint(trained, tmp_path):
     assert resumed.try_resume() and resumed.step == 5
     resumed.train()
     assert resumed.step == 12
+    assert [row["step"] for row in resumed.history] == [4, 8, 12] and "chain_tau" in resumed.history[-1]
+    quiet = Trainer(target, data, tmp_path / "quiet", TrainConfig(**{**config.__dict__, "feature_noise": 0.0}))
+    quiet.train()
+    assert not np.allclose(np.array(quiet.head.proj.weight), np.array(straight.head.proj.weight), atol=1e-6)
     for (name, a), (_, b) in zip(sorted(straight.head.trainable_parameters().items()), sorted(resumed.head.trainable_parameters().items())):
         from mlx.utils import tree_flatten
 

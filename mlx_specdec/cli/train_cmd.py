@@ -36,6 +36,7 @@ def train_drafter(
     num_blocks: int = typer.Option(2, "--blocks", help="Residual SiLU blocks in the head."),
     vocab_subset: int = typer.Option(8192, "--vocab-subset", help="Draft only the N most frequent tokens of the data (0 = all)."),
     kl_weight: float = typer.Option(0.0, "--kl-weight", help="Weight of the soft loss to the target's top-k (needs --top-k data)."),
+    feature_noise: float = typer.Option(0.0, "--feature-noise", help="Gaussian noise on the target's hidden state during training, relative to its RMS (regularises; e.g. 0.2)."),
     top_k: int = typer.Option(0, "--top-k", help="Store the target's top-k probabilities with the data."),
     eval_every: int = typer.Option(250, "--eval-every", help="Evaluate held-out acceptance every N steps."),
     dtype: Optional[str] = typer.Option(None, "--dtype", help="Target dtype: float32, float16, bfloat16 (default: per device)."),
@@ -49,6 +50,8 @@ def train_drafter(
     from ..train.generate import encode_prompts, generate_dataset
     from ..train.trainer import DistillData, Trainer, TrainConfig
 
+    if feature_noise < 0:
+        raise UserError(f"--feature-noise must be >= 0, got {feature_noise}")
     for name, value in (("--prompts", num_prompts), ("--steps", steps), ("--batch-size", batch_size), ("--length", length), ("--gen-batch", gen_batch)):
         if value < 1:
             raise UserError(f"{name} must be >= 1, got {value}")
@@ -67,7 +70,8 @@ def train_drafter(
     gen_s = time.perf_counter() - t0
     dataset = DistillData(work / "data")
     config = TrainConfig(steps=steps, batch_size=batch_size, length=length, lr=lr, num_blocks=num_blocks,
-                         vocab_subset=vocab_subset, kl_weight=kl_weight, eval_every=eval_every, seed=seed)
+                         vocab_subset=vocab_subset, kl_weight=kl_weight, eval_every=eval_every, seed=seed,
+                         feature_noise=feature_noise)
     trainer = Trainer(loaded.model, dataset, work, config)
     if trainer.try_resume():
         console.print(f"[dim]resuming from step {trainer.step}[/]")
@@ -83,13 +87,16 @@ def train_drafter(
     train_s = time.perf_counter() - t1
     answered = int(len(np.unique(dataset.end)))
     report = dict(data=data, prompts_answered=answered, tokens=int(len(dataset.tokens)), steps=steps, generation_s=round(gen_s, 1),
-                  training_s=round(train_s, 1), **{f"eval_{k}": round(v, 4) for k, v in metrics.items()})
+                  training_s=round(train_s, 1), **{f"eval_{k}": round(v, 4) for k, v in metrics.items()},
+                  eval_history=trainer.history)
     trainer.export(out_dir, training=report)
 
     from rich.table import Table
 
     table = Table(title=f"ReDrafter head -> {out_dir}", show_header=False)
     for key, value in report.items():
+        if key == "eval_history":
+            continue
         table.add_row(key, str(value))
     out.print(table)
     out.print(f"use it with: mlx-specdec generate --method redrafter --drafter {out_dir}")

@@ -12,6 +12,9 @@ Targets beyond the end of a sample are masked out. Targets outside the head's vo
 join that batch's softmax (their rows of the target's frozen output layer are appended), so the
 head also learns the rarer tokens that drafting adds from the context (``rare_targets``; without
 it they are masked out).
+``feature_noise`` perturbs the target's hidden state during training (EAGLE's remedy): without it
+a head memorises the hidden states of its training answers (the shipped head before it: 68% first-
+token agreement on training positions, 42% held out).
 AdamW with linear warm-up then cosine decay. Every ``eval_every`` steps the head is evaluated on
 held-out samples: ``chain_tau`` = 1 + expected number of leading draft steps whose argmax equals
 the target's token (what a greedy chain draft of length L would get accepted).
@@ -51,6 +54,7 @@ class TrainConfig:
     vocab_subset: int = 8192  # 0 = whole vocabulary
     kl_weight: float = 0.0
     rare_targets: bool = True  # targets outside the subset join the batch's softmax
+    feature_noise: float = 0.0  # training only: h += N(0, (feature_noise * RMS(h))^2), against memorising h
     eval_every: int = 250
     eval_fraction: float = 0.05
     eval_positions: int = 4000
@@ -148,6 +152,7 @@ class Trainer:
         self.slot[np.array(self.head.vocab_ids)] = np.arange(self.head.vocab_ids.shape[0])
         self.optimizer = optim.AdamW(learning_rate=_schedule(config), weight_decay=config.weight_decay)
         self.step = 0
+        self.history: list[dict] = []  # {"step", "train_loss", **held-out metrics} at every evaluation
         self._loss_and_grad = nn.value_and_grad(self.head, self._loss)
 
     # -- loss -----------------------------------------------------------------------------------
@@ -192,7 +197,8 @@ class Trainer:
         save_head(self.head, ckpt / "head", dtype=mx.float32)
         state = dict(tree_flatten(self.optimizer.state))
         mx.save_safetensors(str(ckpt / "optimizer.safetensors"), state)
-        (ckpt / "trainer.json").write_text(json.dumps({"step": self.step, "config": asdict(self.config)}, indent=1))
+        saved = {"step": self.step, "config": asdict(self.config), "history": self.history}
+        (ckpt / "trainer.json").write_text(json.dumps(saved, indent=1))
 
     def try_resume(self) -> bool:
         """Continue from ``checkpoint/`` when it exists (same config); True when resumed."""
@@ -204,13 +210,14 @@ class Trainer:
             state = mx.load(str(ckpt / "optimizer.safetensors"))
         except Exception as e:
             raise UserError(f"checkpoint in {ckpt} is damaged ({str(e).splitlines()[0]}); delete it to start over") from None
-        if saved.get("config") != asdict(self.config):
+        if {**asdict(TrainConfig()), **saved.get("config", {})} != asdict(self.config):
             raise UserError(f"checkpoint in {ckpt} was made with other training options; use another --out or delete it")
         head = load_head(ckpt / "head", self.target, dtype=mx.float32)
         self.head.update(head.parameters())
         self.head.set_vocab_ids(np.array(head.vocab_ids))
         self.optimizer.state = tree_unflatten(list(state.items()))
         self.step = int(saved["step"])
+        self.history = saved.get("history", [])
         mx.eval(self.head.parameters(), self.optimizer.state)
         return True
 
@@ -246,13 +253,19 @@ class Trainer:
         while self.step < config.steps:
             rng = np.random.default_rng([config.seed, self.step])
             positions = rng.choice(self.data.train_positions, config.batch_size)
-            loss, grads = self._loss_and_grad(*self._arrays(positions, config.rare_targets))
+            arrays = list(self._arrays(positions, config.rare_targets))
+            if config.feature_noise > 0:
+                h = arrays[0]
+                rms = mx.sqrt(mx.mean(h * h, axis=-1, keepdims=True))
+                arrays[0] = h + config.feature_noise * rms * mx.random.normal(h.shape, key=mx.random.key(config.seed * 1_000_003 + self.step))
+            loss, grads = self._loss_and_grad(*arrays)
             self.optimizer.update(self.head, grads)
             mx.eval(loss, state)
             self.step += 1
             event = TrainEvent(self.step, config.steps, float(loss), float(self.optimizer.learning_rate), time.perf_counter() - t0)
             if self.step % config.eval_every == 0 or self.step == config.steps:
                 event.eval = last_eval = self.evaluate()
+                self.history.append({"step": self.step, "train_loss": round(event.loss, 4), **{k: round(v, 4) for k, v in last_eval.items()}})
             if self.step % config.checkpoint_every == 0 or self.step == config.steps:
                 self.save_checkpoint()
             if progress:
