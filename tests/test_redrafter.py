@@ -320,19 +320,24 @@ def test_train_drafter_cli_end_to_end_and_bad_input(tmp_path):
     assert res.returncode == 0, res.stderr
     assert "eval_chain_tau" in res.stdout and (tmp_path / "head" / "model.safetensors").is_file()
     gen = _cli("generate", "-m", str(model), "-p", "the cat sat", "--method", "redrafter", "--drafter", str(tmp_path / "head"),
-               "--max-tokens", "10", "--json")
+               "--max-tokens", "10", "--json", home=tmp_path / "store")  # default: dynamic tree, size auto, lookup 2
     assert gen.returncode == 0, gen.stderr
     ar = _cli("generate", "-m", str(model), "-p", "the cat sat", "--max-tokens", "10", "--json")
     assert json.loads(gen.stdout)["tokens"] == json.loads(ar.stdout)["tokens"]
     use_head = ["generate", "-m", str(model), "-p", "the cat sat", "--method", "redrafter", "--drafter", str(tmp_path / "head"), "--max-tokens", "10"]
     for shape in (["--tree", "beam", "--beam-width", "2", "--beam-length", "3"],
                   ["--tree", "dynamic", "--tree-topk", "3", "--tree-depth", "3", "--tree-size", "6"],
-                  ["--tree", "dynamic", "--tree-size", "auto"]):
+                  ["--tree", "dynamic", "--tree-size", "auto"],
+                  ["--beam-width", "3", "--lookup", "0"],  # a beam option alone picks the beam tree
+                  ["--tree-size", "5", "--lookup", "3"]):
         res = _cli(*use_head, *shape, "--json", home=tmp_path / "store")  # (--tree-size auto caches its cost table there)
         assert res.returncode == 0, res.stderr
         assert json.loads(res.stdout)["tokens"] == json.loads(ar.stdout)["tokens"], shape
     bad_uses = [
-        (use_head + ["--tree-size", "8"], "--tree-size only apply to --tree dynamic"),
+        (use_head + ["--tree", "beam", "--tree-size", "8"], "--tree-size only apply to --tree dynamic"),
+        (use_head + ["--beam-width", "2", "--tree-topk", "2"], "--tree-topk only apply to --tree dynamic"),
+        (use_head + ["--lookup", "-1"], "--lookup must be >= 0"),
+        (args + ["--feature-noise", "-1"], "--feature-noise must be >= 0"),
         (use_head + ["--tree", "dynamic", "--beam-width", "2"], "--beam-width only apply to --tree beam"),
         (use_head + ["--tree", "dynamic", "--tree-size", "many"], "--tree-size must be an integer or 'auto'"),
         (use_head + ["--tree", "dynamic", "--tree-depth", "0"], "depth must be >= 1"),

@@ -36,6 +36,7 @@ def bench(
     tree_topk: opts.TreeTopk = None,
     tree_depth: opts.TreeDepth = None,
     tree_size: opts.TreeSize = None,
+    lookup: opts.Lookup = None,
     window: opts.Window = None,
     ngram: opts.Ngram = None,
     guesses: opts.Guesses = None,
@@ -71,7 +72,7 @@ def bench(
     rows = lib.load_report(out_path, settings)["results"] if resume and out_path.exists() else []
     session = Session(loaded.model, loaded.max_context)
     options = opts.method_options(num_draft, draft_model, drafter, tree, window, ngram, guesses,
-                                   beam_width, beam_length, tree_topk, tree_depth, tree_size)
+                                   beam_width, beam_length, tree_topk, tree_depth, tree_size, lookup)
     runners = {}
     for name in names:
         base, variant_options = _method_variant(name, options)

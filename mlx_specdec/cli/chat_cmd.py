@@ -50,6 +50,7 @@ def chat(
     tree_topk: opts.TreeTopk = None,
     tree_depth: opts.TreeDepth = None,
     tree_size: opts.TreeSize = None,
+    lookup: opts.Lookup = None,
     window: opts.Window = None,
     ngram: opts.Ngram = None,
     guesses: opts.Guesses = None,
@@ -74,7 +75,7 @@ def chat(
     engine = ChatEngine(loaded, None, conversation, history, seed=seed)
     engine.params  # validates the sampling options before the first turn
     options = opts.method_options(num_draft, draft_model, drafter, tree, window, ngram, guesses,
-                                   beam_width, beam_length, tree_topk, tree_depth, tree_size)
+                                   beam_width, beam_length, tree_topk, tree_depth, tree_size, lookup)
     drafters = Drafters(loaded, engine, options)
     name = method or (settings["method"] if conversation.messages and drafters.available(settings["method"]) else None)
     if name is None:

@@ -67,17 +67,30 @@ def build_drafter(method: str, loaded, params, num_draft=None, draft_model=None,
     elif method == "lookahead":
         options = {k: v for k, v in dict(window=window, ngram=ngram, guesses=guesses).items() if v is not None}
     elif method == "redrafter":
-        shape = {k: v for k, v in extra.items() if v is not None}
-        from .options import BEAM_ONLY, DYNAMIC_ONLY
-
-        beam = (tree or "beam") == "beam"
-        flags = DYNAMIC_ONLY if beam else BEAM_ONLY
-        wrong = flags.keys() & shape.keys()
-        if wrong:
-            raise UserError(f"{', '.join(sorted({flags[k] for k in wrong}))} only apply to --tree {'dynamic' if beam else 'beam'}")
-        options = {k: v for k, v in dict(target=loaded.model, head_path=drafter_path, tree=tree).items() if v is not None}
-        options.update(shape)
+        options = redrafter_options(loaded.model, drafter_path, tree, extra)
+        with console.status("Preparing the ReDrafter head (the first run on a device measures its forward cost)..."):
+            return make_drafter(method, **options)
     return make_drafter(method, **options)
+
+
+def redrafter_options(target, drafter_path, tree, extra: dict) -> dict:
+    """``make_redrafter`` keywords from the CLI's: the tree defaults to dynamic (beam when only beam
+    options are given), its size to 'auto', and ``--lookup`` to REDRAFTER_LOOKUP."""
+    from .options import BEAM_ONLY, DYNAMIC_ONLY, REDRAFTER_LOOKUP
+
+    shape = {k: v for k, v in extra.items() if v is not None}
+    lookup = shape.pop("lookup", REDRAFTER_LOOKUP)
+    if lookup < 0:
+        raise UserError(f"--lookup must be >= 0, got {lookup}")
+    tree = tree or ("beam" if BEAM_ONLY.keys() & shape.keys() else "dynamic")
+    flags = DYNAMIC_ONLY if tree == "beam" else BEAM_ONLY
+    wrong = flags.keys() & shape.keys()
+    if wrong:
+        raise UserError(f"{', '.join(sorted({flags[k] for k in wrong}))} only apply to --tree {'dynamic' if tree == 'beam' else 'beam'}")
+    if tree == "dynamic" and "num_nodes" not in shape and "budget" not in shape:
+        shape["budget"] = True
+    options = {k: v for k, v in dict(target=target, head_path=drafter_path, tree=tree).items() if v is not None}
+    return dict(options, lookup=lookup, **shape)
 
 
 def fail(message: str, code: int = 2):

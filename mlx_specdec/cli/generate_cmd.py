@@ -33,6 +33,7 @@ def generate(
     tree_topk: opts.TreeTopk = None,
     tree_depth: opts.TreeDepth = None,
     tree_size: opts.TreeSize = None,
+    lookup: opts.Lookup = None,
     window: opts.Window = None,
     ngram: opts.Ngram = None,
     guesses: opts.Guesses = None,
@@ -46,7 +47,7 @@ def generate(
     params = SamplingParams(temperature=temp, top_p=top_p, top_k=top_k, seed=seed)
     loaded = load_target(model, dtype)
     options = opts.method_options(num_draft, draft_model, drafter, tree, window, ngram, guesses,
-                                 beam_width, beam_length, tree_topk, tree_depth, tree_size)
+                                 beam_width, beam_length, tree_topk, tree_depth, tree_size, lookup)
     draft = build_drafter(method, loaded, params, **options)
     if raw:
         ids = loaded.tokenizer.encode(prompt, add_special_tokens=True)
