@@ -49,6 +49,7 @@ def test_methods_agree_under_greedy(model_dir):
     "args, message",
     [
         (["-m", "/nonexistent/model"], "no model at"),
+        (["-m", "/nonexistent/[b]model"], "/nonexistent/[b]model"),  # printed verbatim, not read as markup
         (["--temp", "-1"], "temperature"),
         (["--top-p", "0"], "top-p"),
         (["--method", "nope"], "unknown method"),

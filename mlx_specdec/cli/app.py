@@ -48,6 +48,8 @@ def _first_time(what: str) -> bool:
 
 
 def main() -> None:
+    from rich.markup import escape
+
     from ..errors import UserError
     from ..platform_setup import ensure_fast_blas
     from .common import console
@@ -58,7 +60,7 @@ def main() -> None:
     try:
         app()
     except UserError as e:
-        console.print(f"[bold red]error:[/] {e}")
+        console.print(f"[bold red]error:[/] {escape(str(e))}")
         sys.exit(2)
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]")

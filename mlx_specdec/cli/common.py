@@ -7,6 +7,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from ..errors import UserError
@@ -94,5 +95,5 @@ def redrafter_options(target, drafter_path, tree, extra: dict) -> dict:
 
 
 def fail(message: str, code: int = 2):
-    console.print(f"[bold red]error:[/] {message}")
+    console.print(f"[bold red]error:[/] {escape(message)}")
     sys.exit(code)
