@@ -12,9 +12,10 @@ Targets beyond the end of a sample are masked out. Targets outside the head's vo
 join that batch's softmax (their rows of the target's frozen output layer are appended), so the
 head also learns the rarer tokens that drafting adds from the context (``rare_targets``; without
 it they are masked out).
-``feature_noise`` perturbs the target's hidden state during training (EAGLE's remedy): without it
-a head memorises the hidden states of its training answers (the shipped head before it: 68% first-
-token agreement on training positions, 42% held out).
+``feature_noise`` perturbs the target's hidden state during training (EAGLE's regulariser). The
+shipped head's data does not need it: the head agrees with the target on 68% of training positions
+and 42% of held-out ones, yet noise 0.3 lowered held-out agreement (36.9% vs 38.9% at step 750 of a
+1,000-step run on the same 373k tokens); more data is what raises it.
 AdamW with linear warm-up then cosine decay. Every ``eval_every`` steps the head is evaluated on
 held-out samples: ``chain_tau`` = 1 + expected number of leading draft steps whose argmax equals
 the target's token (what a greedy chain draft of length L would get accepted).
@@ -54,7 +55,7 @@ class TrainConfig:
     vocab_subset: int = 8192  # 0 = whole vocabulary
     kl_weight: float = 0.0
     rare_targets: bool = True  # targets outside the subset join the batch's softmax
-    feature_noise: float = 0.0  # training only: h += N(0, (feature_noise * RMS(h))^2), against memorising h
+    feature_noise: float = 0.0  # training only: h += N(0, (feature_noise * RMS(h))^2)
     eval_every: int = 250
     eval_fraction: float = 0.05
     eval_positions: int = 4000
