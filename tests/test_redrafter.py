@@ -10,6 +10,7 @@ from pathlib import Path
 import mlx.core as mx
 import numpy as np
 import pytest
+from safetensors.numpy import load_file
 
 from mlx_specdec.drafters import make_drafter
 from mlx_specdec.drafters.redrafter import ReDrafter, merge_beams, select_tree
@@ -18,6 +19,7 @@ from mlx_specdec.drafters.tree_budget import TreeBudget
 from mlx_specdec.errors import UserError
 from mlx_specdec.train.data import file_prompts, iter_json_records
 from mlx_specdec.train.generate import generate_dataset
+from mlx_specdec.train.teacher_forced import read_dataset
 from mlx_specdec.train.trainer import DistillData, Trainer, TrainConfig
 from mlx_specdec.tree import beams_to_tree
 
@@ -286,6 +288,48 @@ def test_damaged_head_is_a_user_error(trained, tmp_path, damage, message):
         load_head(tmp_path / "head", target)
 
 
+def test_read_answers_store_the_targets_own_next_token(tmp_path):
+    """Teacher-forced shards: right-padded rows of different lengths give, at every answer
+    position, the hidden state and argmax of the target run on that sequence alone."""
+    target = tiny_model("llama", seed=3, scale=4.0)
+    rng = np.random.default_rng(1)
+    pairs = [(rng.integers(0, 97, n).tolist(), rng.integers(0, 97, m).tolist()) for n, m in ((3, 9), (7, 2), (4, 15), (5, 5))]
+    read_dataset(target, pairs, tmp_path, shard_samples=4, batch_tokens=40, top_k=3)
+    shard = load_file(str(tmp_path / "shard-00000.safetensors"))
+    starts = shard["starts"]
+    got = {tuple(shard["tokens"][a:b]): (shard["labels"][a:b], shard["hidden"][a:b], shard["topk_ids"][a:b]) for a, b in zip(starts, starts[1:])}
+    assert len(got) == 4
+    for prompt, answer in pairs:
+        logits, hidden = target(mx.array(prompt + answer))
+        lo = len(prompt) - 1
+        labels, h, topk = got[tuple(prompt[-1:] + answer)]
+        expected = np.array(mx.argmax(logits[0, lo:], axis=-1))
+        np.testing.assert_array_equal(labels, expected)
+        np.testing.assert_allclose(h.astype(np.float32), np.array(hidden[0, lo:]), atol=2e-2, rtol=2e-2)
+        assert all(e in row for e, row in zip(expected, topk))
+
+
+def test_mixed_data_trains_on_labels_and_scores_generated_answers(trained, tmp_path):
+    """A generated shard's label is its next token; a read shard's is the stored one. Held-out
+    acceptance is scored on generated samples only."""
+    target, work, _, _, _, _ = trained
+    pairs = [(p, q) for p, q in zip(_prompts(5, 40), _prompts(6, 40))]
+    read_dataset(target, pairs, tmp_path / "read", shard_samples=16)
+    both = DistillData([work / "data", tmp_path / "read"], eval_fraction=0.3)
+    generated_only = DistillData(work / "data", eval_fraction=0.3)
+    n = len(generated_only.tokens)
+    assert both.generated[:n].all() and not both.generated[n:].any()
+    np.testing.assert_array_equal(both.eval_positions, generated_only.eval_positions)
+    inside = np.flatnonzero(np.arange(n) + 1 < generated_only.end)
+    np.testing.assert_array_equal(both.labels[inside], both.tokens[inside + 1])
+    read_rows = np.flatnonzero(~both.generated)
+    assert (both.labels[read_rows] != both.tokens[np.minimum(read_rows + 1, len(both.tokens) - 1)]).any()
+    positions = both.train_positions[both.train_positions >= n][:50]
+    _, inputs, targets, valid, _ = both.batch(positions, 2)
+    np.testing.assert_array_equal(inputs[:, 0], both.tokens[positions + 1])
+    np.testing.assert_array_equal(targets[valid[:, 0], 0], both.labels[positions + 1][valid[:, 0]])
+
+
 def test_missing_data_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="no training data"):
         DistillData(tmp_path / "nothing")
@@ -343,6 +387,8 @@ def test_train_drafter_cli_end_to_end_and_bad_input(tmp_path):
         (use_head + ["--tree", "dynamic", "--tree-depth", "0"], "depth must be >= 1"),
         (args + ["--data", str(tmp_path / "missing.jsonl")], "not found"),
         (args + ["--steps", "0"], "--steps must be >= 1"),
+        (args + ["--read-answers", "5"], "it needs --data sharegpt"),
+        (args + ["--read-answers", "-1"], "--read-answers must be >= 0"),
     ]
     for bad_args, message in bad_uses:
         res = _cli(*bad_args)

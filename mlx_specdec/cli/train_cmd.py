@@ -28,6 +28,9 @@ def train_drafter(
     max_prompt_tokens: int = typer.Option(256, "--max-prompt-tokens", help="Skip prompts longer than this (tokens, with the chat template)."),
     gen_batch: int = typer.Option(48, "--gen-batch", help="Prompts answered together (batched generation)."),
     gen_minutes: Optional[float] = typer.Option(None, "--gen-minutes", help="Time budget for generation: no new batch after it (0 = only data already on disk)."),
+    read_answers: int = typer.Option(0, "--read-answers", help="Also let the target read this many ShareGPT answers (teacher-forced, one forward per answer; labels stay the target's own predictions). Several times faster per token than generating."),
+    read_minutes: Optional[float] = typer.Option(None, "--read-minutes", help="Time budget for reading answers (0 = only data already on disk)."),
+    max_answer_tokens: int = typer.Option(512, "--max-answer-tokens", help="Longest ShareGPT answer read (tokens; longer ones are cut)."),
     work_dir: Optional[Path] = typer.Option(None, "--work", help="Where generated data and checkpoints go (default: OUT/train)."),
     steps: int = typer.Option(2000, "--steps", help="Training steps."),
     batch_size: int = typer.Option(256, "--batch-size", help="Training positions per step."),
@@ -52,7 +55,11 @@ def train_drafter(
 
     if feature_noise < 0:
         raise UserError(f"--feature-noise must be >= 0, got {feature_noise}")
-    for name, value in (("--prompts", num_prompts), ("--steps", steps), ("--batch-size", batch_size), ("--length", length), ("--gen-batch", gen_batch)):
+    if read_answers < 0:
+        raise UserError(f"--read-answers must be >= 0, got {read_answers}")
+    if read_answers and data != "sharegpt":
+        raise UserError("--read-answers reads ShareGPT's answers; it needs --data sharegpt")
+    for name, value in (("--prompts", num_prompts), ("--max-answer-tokens", max_answer_tokens), ("--steps", steps), ("--batch-size", batch_size), ("--length", length), ("--gen-batch", gen_batch)):
         if value < 1:
             raise UserError(f"{name} must be >= 1, got {value}")
     work = Path(work_dir) if work_dir is not None else Path(out_dir) / "train"
@@ -67,8 +74,19 @@ def train_drafter(
                          max_new_tokens=max_new_tokens, top_k=top_k, seed=seed,
                          max_seconds=None if gen_minutes is None else 60 * gen_minutes,
                          progress=lambda done, total, tokens: update(done, total, f"{tokens} tokens"))
+    data_dirs = [work / "data"]
+    if read_answers:
+        from ..train.data import sharegpt_pairs
+        from ..train.teacher_forced import encode_pairs, read_dataset
+
+        pairs = encode_pairs(loaded.tokenizer, sharegpt_pairs(limit=read_answers), max_prompt_tokens, max_answer_tokens)
+        with progress_bar("Reading answers") as update:
+            read_dataset(loaded.model, pairs, work / "read", top_k=top_k, seed=seed,
+                         max_seconds=None if read_minutes is None else 60 * read_minutes,
+                         progress=lambda done, total, tokens: update(done, total, f"{tokens} tokens"))
+        data_dirs.append(work / "read")
     gen_s = time.perf_counter() - t0
-    dataset = DistillData(work / "data")
+    dataset = DistillData(data_dirs)
     config = TrainConfig(steps=steps, batch_size=batch_size, length=length, lr=lr, num_blocks=num_blocks,
                          vocab_subset=vocab_subset, kl_weight=kl_weight, eval_every=eval_every, seed=seed,
                          feature_noise=feature_noise)
@@ -85,8 +103,8 @@ def train_drafter(
 
         metrics = trainer.train(on_step)
     train_s = time.perf_counter() - t1
-    answered = int(len(np.unique(dataset.end)))
-    report = dict(data=data, prompts_answered=answered, tokens=int(len(dataset.tokens)), steps=steps, generation_s=round(gen_s, 1),
+    answered = int(len(np.unique(dataset.end[dataset.generated])))
+    report = dict(data=data, prompts_answered=answered, answers_read=int(read_answers and len(np.unique(dataset.end[~dataset.generated]))), tokens=int(len(dataset.tokens)), steps=steps, generation_s=round(gen_s, 1),
                   training_s=round(train_s, 1), **{f"eval_{k}": round(v, 4) for k, v in metrics.items()},
                   eval_history=trainer.history)
     trainer.export(out_dir, training=report)

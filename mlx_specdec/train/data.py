@@ -70,6 +70,28 @@ def sharegpt_prompts(path: str | Path | None = None, limit: int | None = None, m
     return prompts
 
 
+def sharegpt_pairs(path: str | Path | None = None, limit: int | None = None, max_chars: int = 4000) -> list[tuple[str, str]]:
+    """(first human turn, the answer that follows it) of each complete ShareGPT conversation, for
+    teacher-forced distillation (both non-empty, the prompt at most max_chars)."""
+    path = Path(path) if path is not None else sharegpt_file()
+    if not path.is_file():
+        raise UserError(f"dataset {path} not found")
+    pairs = []
+    for record in iter_json_records(path.read_text(encoding="utf-8", errors="replace")):
+        turns = record.get("conversations") or []
+        for a, b in zip(turns, turns[1:]):
+            if a.get("from") in ("human", "user"):
+                prompt, answer = a.get("value", "").strip(), b.get("value", "").strip()
+                if b.get("from") in ("gpt", "assistant") and prompt and answer and len(prompt) <= max_chars:
+                    pairs.append((prompt, answer))
+                break
+        if limit is not None and len(pairs) >= limit:
+            break
+    if not pairs:
+        raise UserError(f"{path} holds no ShareGPT conversations with answers")
+    return pairs
+
+
 def file_prompts(path: str | Path, limit: int | None = None) -> list[str]:
     """Prompts from a .jsonl / .json / text file (see the module docstring)."""
     path = Path(path)

@@ -161,6 +161,8 @@ def save_shard(path: Path, rows) -> None:
     if rows[0][2] is not None:
         tensors["topk_ids"] = np.concatenate([r[2] for r in rows])
         tensors["topk_probs"] = np.concatenate([r[3] for r in rows])
+    if len(rows[0]) > 4:  # teacher-forced shards: the target's own next token (see teacher_forced.py)
+        tensors["labels"] = np.concatenate([r[4] for r in rows])
     tmp = path.with_suffix(".tmp")
     save_file(tensors, str(tmp))
     tmp.rename(path)

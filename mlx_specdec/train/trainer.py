@@ -74,14 +74,21 @@ class TrainEvent:
 
 
 class DistillData:
-    """All shards of a data directory in memory: tokens (T,), hidden (T, D) float16, sample ends."""
+    """All shards of one or more data directories in memory: tokens (T,), hidden (T, D) float16,
+    labels (T,) (the target's next token), sample ends.
 
-    def __init__(self, data_dir: str | Path, eval_fraction: float = 0.05):
-        data_dir = Path(data_dir)
-        shards = sorted(data_dir.glob("shard-*.safetensors")) if data_dir.is_dir() else []
+    Generated shards (``generate.py``) hold the target's own answers, so their label is the next
+    token; teacher-forced shards (``teacher_forced.py``) store it. Held-out samples (5%, chosen by
+    a hash of where they end) are never trained on; acceptance is evaluated on the held-out
+    generated samples only, when there are any (they are what drafting meets).
+    """
+
+    def __init__(self, data_dir: str | Path | list, eval_fraction: float = 0.05):
+        dirs = [Path(d) for d in (data_dir if isinstance(data_dir, (list, tuple)) else [data_dir])]
+        shards = [s for d in dirs if d.is_dir() for s in sorted(d.glob("shard-*.safetensors"))]
         if not shards:
-            raise UserError(f"no training data in {data_dir} (expected shard-*.safetensors from the generation step)")
-        tokens, hidden, ends, topk_ids, topk_probs = [], [], [], [], []
+            raise UserError(f"no training data in {', '.join(map(str, dirs))} (expected shard-*.safetensors from the generation step)")
+        tokens, hidden, ends, labels, generated, topk_ids, topk_probs = [], [], [], [], [], [], []
         offset = 0
         for shard in shards:
             data = load_shard(shard)
@@ -91,33 +98,39 @@ class DistillData:
             tokens.append(data["tokens"].astype(np.int64))
             hidden.append(data["hidden"])
             ends.append(np.repeat(starts[1:], np.diff(starts)) + offset)
+            own = "labels" not in data  # generated: the next token is the target's own
+            labels.append(np.append(tokens[-1][1:], 0) if own else data["labels"].astype(np.int64))
+            generated.append(np.full(len(tokens[-1]), own))
             if "topk_ids" in data:
                 topk_ids.append(data["topk_ids"])
                 topk_probs.append(data["topk_probs"])
             offset += len(data["tokens"])
         self.tokens, self.hidden, self.end = np.concatenate(tokens), np.concatenate(hidden), np.concatenate(ends)
+        self.labels = np.concatenate(labels)  # (T,) the target's next token after each token
         self.topk_ids = np.concatenate(topk_ids) if len(topk_ids) == len(shards) else None
         self.topk_probs = np.concatenate(topk_probs) if self.topk_ids is not None else None
-        usable = np.flatnonzero(np.arange(len(self.tokens)) + 1 < self.end)  # a root token follows
-        sample_end = self.end[usable]
-        held = (sample_end * 2654435761 % 1000) < eval_fraction * 1000  # held-out samples, by hash
-        self.train_positions, self.eval_positions = usable[~held], usable[held]
+        usable = np.arange(len(self.tokens)) + 1 < self.end  # a root token follows
+        held = (self.end * 2654435761 % 1000) < eval_fraction * 1000  # held-out samples, by hash
+        self.generated = generated = np.concatenate(generated)  # (T,) True where the target wrote the text
+        scored = generated if generated.any() else np.ones_like(generated)  # acceptance is measured on the target's own answers
+        self.train_positions = np.flatnonzero(usable & ~held)
+        self.eval_positions = np.flatnonzero(usable & held & scored)
         if len(self.train_positions) == 0:
-            raise UserError(f"{data_dir} holds no usable training positions")
+            raise UserError(f"{', '.join(map(str, dirs))} holds no usable training positions")
 
     @property
     def hidden_size(self) -> int:
         return self.hidden.shape[1]
 
     def token_counts(self, vocab_size: int) -> np.ndarray:
-        return np.bincount(self.tokens[self.train_positions + 1], minlength=vocab_size)[:vocab_size]
+        return np.bincount(self.labels[self.train_positions], minlength=vocab_size)[:vocab_size]
 
     def batch(self, positions: np.ndarray, length: int):
         """(h (B, D) float32, inputs (B, L), targets (B, L), valid (B, L), topk or None)."""
         steps = positions[:, None] + 1 + np.arange(length)  # input token indices
         valid = steps + 1 < self.end[positions][:, None]
         inputs = self.tokens[np.minimum(steps, len(self.tokens) - 1)]
-        targets = np.where(valid, self.tokens[np.minimum(steps + 1, len(self.tokens) - 1)], 0)
+        targets = np.where(valid, self.labels[np.minimum(steps, len(self.tokens) - 1)], 0)
         topk = None
         if self.topk_ids is not None:
             at = np.minimum(steps, len(self.tokens) - 1)  # distribution after input token = next target
