@@ -3,6 +3,10 @@
     mlx-specdec train-drafter --out my-head                      # ShareGPT prompts, default model
     mlx-specdec generate -p "..." --method redrafter --drafter my-head
 
+``--read-answers N`` adds the fast kind of data: the target reads N ShareGPT answers
+(teacher-forced: one forward per answer instead of one per token) and the head learns the target's
+own next-token predictions along them.
+
 Writes the head to ``OUT`` (config.json + model.safetensors) and keeps the generated data and the
 training checkpoint under ``OUT/train/`` (or ``--work``): running the same command again resumes
 (existing data shards are reused, training continues from its checkpoint).

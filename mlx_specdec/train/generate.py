@@ -145,7 +145,7 @@ def generate_dataset(
             rows = _batched_greedy(model, [encoded[j] for j in batch], max_new_tokens, eos, top_k)
             save_shard(shard, rows)
         if progress:
-            done_tokens += _shard_tokens(shard)
+            done_tokens += shard_tokens(shard)
             progress(min((i + 1) * batch_size, len(encoded)), len(encoded), done_tokens)
     return out_dir
 
@@ -168,7 +168,7 @@ def save_shard(path: Path, rows) -> None:
     tmp.rename(path)
 
 
-def _shard_tokens(path: Path) -> int:
+def shard_tokens(path: Path) -> int:
     from safetensors import safe_open
 
     with safe_open(str(path), framework="numpy") as f:

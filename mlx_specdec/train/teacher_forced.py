@@ -31,7 +31,7 @@ from typing import Callable, Sequence
 import mlx.core as mx
 import numpy as np
 
-from .generate import _shard_tokens, save_shard
+from .generate import shard_tokens, save_shard
 
 
 def encode_pairs(tokenizer, pairs: Sequence[tuple[str, str]], max_prompt_tokens: int = 384, max_answer_tokens: int = 512) -> list[tuple[list[int], list[int]]]:
@@ -131,6 +131,6 @@ def read_dataset(
                 rows += _read_batch(model, batch, top_k)
             save_shard(shard, rows)
         if progress:
-            done_tokens += _shard_tokens(shard)
+            done_tokens += shard_tokens(shard)
             progress(min((i + 1) * shard_samples, len(encoded)), len(encoded), done_tokens)
     return out_dir
