@@ -32,7 +32,7 @@ def train_drafter(
     max_prompt_tokens: int = typer.Option(256, "--max-prompt-tokens", help="Skip prompts longer than this (tokens, with the chat template)."),
     gen_batch: int = typer.Option(48, "--gen-batch", help="Prompts answered together (batched generation)."),
     gen_minutes: Optional[float] = typer.Option(None, "--gen-minutes", help="Time budget for generation: no new batch after it (0 = only data already on disk)."),
-    read_answers: int = typer.Option(0, "--read-answers", help="Also let the target read this many ShareGPT answers (teacher-forced, one forward per answer; labels stay the target's own predictions). Several times faster per token than generating."),
+    read_answers: int = typer.Option(0, "--read-answers", help="Also let the target read this many ShareGPT answers (teacher-forced, one forward per answer; labels stay the target's own predictions). Measured on a 2-core CPU: about 100 tokens/s, no faster than generating (the prompt is read too and exp is slow there); unmeasured on a GPU."),
     read_minutes: Optional[float] = typer.Option(None, "--read-minutes", help="Time budget for reading answers (0 = only data already on disk)."),
     max_answer_tokens: int = typer.Option(512, "--max-answer-tokens", help="Longest ShareGPT answer read (tokens; longer ones are cut)."),
     work_dir: Optional[Path] = typer.Option(None, "--work", help="Where generated data and checkpoints go (default: OUT/train)."),
