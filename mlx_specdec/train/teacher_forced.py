@@ -6,8 +6,9 @@ forwards cheap. On a 2-core CPU it is no faster (measured: ~100 stored tokens/s 
 prompt is read too, and MLX's CPU exponentials, ~40M/s, make attention over long answers and the
 vocabulary softmax dominate), but it adds human-written contexts to the target's own.
 
-The labels stay the target's own: at every position the shard stores what the *target* predicts next (``labels``, its argmax, and its top-k probabilities), not the dataset's next token.
-So the head still learns the target's behaviour, in the contexts of human-written answers.
+The labels stay the target's own: at every position the shard stores what the *target* predicts
+next (``labels``, its argmax, and its top-k probabilities), not the dataset's next token. So the
+head still learns the target's behaviour, in the contexts of human-written answers.
 
 A shard has the fields of ``generate.py`` plus ``labels``::
 
