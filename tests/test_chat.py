@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -44,11 +45,19 @@ def env(tmp_path):
                 TERM="xterm-256color", COLUMNS="120", LINES="40")
 
 
+def default_ctrl_c():
+    """In the chat's process: Ctrl-C interrupts, as in a user's terminal. (A test run started as a
+    background job ignores SIGINT, and an ignored signal stays ignored across exec, so Python would
+    install no KeyboardInterrupt handler and the test's Ctrl-C would be lost.)"""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_chat_in_a_terminal(model_dir, env, tmp_path):
     pexpect = pytest.importorskip("pexpect")
     child = pexpect.spawn(sys.executable, [str(ROOT / "cli.py"), "chat", "-m", str(model_dir), "--method", "ar",
                                            "--max-tokens", "6", "--show-drafts"],
-                          env=env, cwd=str(tmp_path), dimensions=(40, 120), encoding="utf-8", timeout=60)
+                          env=env, cwd=str(tmp_path), dimensions=(40, 120), encoding="utf-8", timeout=60,
+                          preexec_fn=default_ctrl_c)
     transcript = []
 
     def send(line, *expect):
