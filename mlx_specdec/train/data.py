@@ -52,33 +52,34 @@ def iter_json_records(text: str) -> Iterator[dict]:
         yield record
 
 
-def sharegpt_prompts(path: str | Path | None = None, limit: int | None = None, max_chars: int = 4000) -> list[str]:
-    """First human turn of each complete ShareGPT conversation (non-empty, at most max_chars)."""
+def sharegpt_conversations(path: str | Path | None = None) -> Iterator[list[dict]]:
+    """The turns ``[{"from", "value"}, ...]`` of each complete ShareGPT conversation."""
     path = Path(path) if path is not None else sharegpt_file()
     if not path.is_file():
         raise UserError(f"dataset {path} not found")
-    prompts = []
     for record in iter_json_records(path.read_text(encoding="utf-8", errors="replace")):
-        turns = record.get("conversations") or []
+        yield record.get("conversations") or []
+
+
+def sharegpt_prompts(path: str | Path | None = None, limit: int | None = None, max_chars: int = 4000) -> list[str]:
+    """First human turn of each complete ShareGPT conversation (non-empty, at most max_chars)."""
+    prompts = []
+    for turns in sharegpt_conversations(path):
         first = next((t.get("value", "") for t in turns if t.get("from") in ("human", "user")), "")
         if first.strip() and len(first) <= max_chars:
             prompts.append(first.strip())
             if limit is not None and len(prompts) >= limit:
                 break
     if not prompts:
-        raise UserError(f"{path} holds no ShareGPT conversations")
+        raise UserError(f"{path or sharegpt_file()} holds no ShareGPT conversations")
     return prompts
 
 
 def sharegpt_pairs(path: str | Path | None = None, limit: int | None = None, max_chars: int = 4000) -> list[tuple[str, str]]:
     """(first human turn, the answer that follows it) of each complete ShareGPT conversation, for
     teacher-forced distillation (both non-empty, the prompt at most max_chars)."""
-    path = Path(path) if path is not None else sharegpt_file()
-    if not path.is_file():
-        raise UserError(f"dataset {path} not found")
     pairs = []
-    for record in iter_json_records(path.read_text(encoding="utf-8", errors="replace")):
-        turns = record.get("conversations") or []
+    for turns in sharegpt_conversations(path):
         for a, b in zip(turns, turns[1:]):
             if a.get("from") in ("human", "user"):
                 prompt, answer = a.get("value", "").strip(), b.get("value", "").strip()
@@ -88,7 +89,7 @@ def sharegpt_pairs(path: str | Path | None = None, limit: int | None = None, max
         if limit is not None and len(pairs) >= limit:
             break
     if not pairs:
-        raise UserError(f"{path} holds no ShareGPT conversations with answers")
+        raise UserError(f"{path or sharegpt_file()} holds no ShareGPT conversations with answers")
     return pairs
 
 

@@ -125,9 +125,6 @@ def generate_dataset(
     no new batch starts after that much time (a time budget; 0 = use only the shards on disk).
     progress(done_prompts, total, tokens_so_far) after each batch.
     """
-    start = time.perf_counter()
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     encoded = [list(ids) for ids in encoded]
     order = np.random.default_rng(seed).permutation(len(encoded)).tolist()
     window = batch_size * 8
@@ -135,18 +132,33 @@ def generate_dataset(
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     eos = set(eos_ids)
     meta = dict(prompts=len(encoded), batches=len(batches), batch_size=batch_size, max_new_tokens=max_new_tokens, top_k=top_k, seed=seed)
+    return write_shards(out_dir, batches, lambda batch: _batched_greedy(model, [encoded[j] for j in batch], max_new_tokens, eos, top_k),
+                        meta, max_seconds, progress)
+
+
+def write_shards(out_dir, groups: list[list[int]], make_rows: Callable[[list[int]], list], meta: dict,
+                 max_seconds: float | None = None, progress: Callable[[int, int, int], None] | None = None) -> Path:
+    """One shard ``shard-NNNNN.safetensors`` per group of sample indices, from ``make_rows(group)``.
+
+    Shards already on disk are skipped (an interrupted run resumes); with ``max_seconds`` no new
+    shard starts after that much time (0 = use only the shards on disk).
+    progress(samples_done, samples_total, tokens_so_far) after each shard.
+    """
+    start = time.perf_counter()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "meta.json").write_text(json.dumps(meta, indent=1))
-    done_tokens = 0
-    for i, batch in enumerate(batches):
+    total = sum(len(g) for g in groups)
+    done, done_tokens = 0, 0
+    for i, group in enumerate(groups):
         shard = out_dir / f"shard-{i:05d}.safetensors"
         if not shard.exists():
             if max_seconds is not None and time.perf_counter() - start >= max_seconds:
                 break
-            rows = _batched_greedy(model, [encoded[j] for j in batch], max_new_tokens, eos, top_k)
-            save_shard(shard, rows)
+            save_shard(shard, make_rows(group))
         if progress:
-            done_tokens += shard_tokens(shard)
-            progress(min((i + 1) * batch_size, len(encoded)), len(encoded), done_tokens)
+            done, done_tokens = done + len(group), done_tokens + shard_tokens(shard)
+            progress(done, total, done_tokens)
     return out_dir
 
 

@@ -27,15 +27,13 @@ real token never sees the padding that follows it, so no mask or position bookke
 
 from __future__ import annotations
 
-import json
-import time
 from pathlib import Path
 from typing import Callable, Sequence
 
 import mlx.core as mx
 import numpy as np
 
-from .generate import shard_tokens, save_shard
+from .generate import write_shards
 
 
 def encode_pairs(tokenizer, pairs: Sequence[tuple[str, str]], max_prompt_tokens: int = 384, max_answer_tokens: int = 512) -> list[tuple[list[int], list[int]]]:
@@ -109,32 +107,20 @@ def read_dataset(
     Resumable like ``generate_dataset``: shards on disk are skipped; with ``max_seconds`` no new
     shard starts after that much time. progress(done_pairs, total, tokens_so_far) after each shard.
     """
-    start = time.perf_counter()
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     order = np.random.default_rng(seed).permutation(len(encoded)).tolist()
     shards = [order[i : i + shard_samples] for i in range(0, len(order), shard_samples)]
     meta = dict(source="teacher-forced", pairs=len(encoded), shards=len(shards), shard_samples=shard_samples, top_k=top_k, seed=seed)
-    (out_dir / "meta.json").write_text(json.dumps(meta, indent=1))
-    done_tokens = 0
-    for i, members in enumerate(shards):
-        shard = out_dir / f"shard-{i:05d}.safetensors"
-        if not shard.exists():
-            if max_seconds is not None and time.perf_counter() - start >= max_seconds:
-                break
-            members = sorted(members, key=lambda j: len(encoded[j][0]) + len(encoded[j][1]))
-            rows, batch, width = [], [], 0
-            for j in members:
-                n = len(encoded[j][0]) + len(encoded[j][1])
-                if batch and max(width, n) * (len(batch) + 1) > batch_tokens:
-                    rows += _read_batch(model, batch, top_k)
-                    batch, width = [], 0
-                batch.append(encoded[j])
-                width = max(width, n)
-            if batch:
+
+    def read_shard(members: list[int]) -> list:
+        members = sorted(members, key=lambda j: len(encoded[j][0]) + len(encoded[j][1]))
+        rows, batch, width = [], [], 0
+        for j in members:
+            n = len(encoded[j][0]) + len(encoded[j][1])
+            if batch and max(width, n) * (len(batch) + 1) > batch_tokens:
                 rows += _read_batch(model, batch, top_k)
-            save_shard(shard, rows)
-        if progress:
-            done_tokens += shard_tokens(shard)
-            progress(min((i + 1) * shard_samples, len(encoded)), len(encoded), done_tokens)
-    return out_dir
+                batch, width = [], 0
+            batch.append(encoded[j])
+            width = max(width, n)
+        return rows + (_read_batch(model, batch, top_k) if batch else [])
+
+    return write_shards(out_dir, shards, read_shard, meta, max_seconds, progress)
