@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 import mlx.core as mx
+import numpy as np
 
 from .errors import UserError
 from .generate import Session
@@ -215,6 +216,7 @@ def _aggregate(rows: list[dict], base: dict) -> dict:
         seconds=round(sum(r["seconds"] for r in rows), 4),
         tokens_per_s=round(rate(rows), 3),
         speedup_mean=round(sum(ratios) / len(ratios), 4) if ratios else None,
+        speedup_median=round(float(np.median(ratios)), 4) if ratios else None,
         speedup_total=round(rate([r for r, _ in paired]) / base_rate, 4) if paired and base_rate > 0 else None,
         tau=round(sum(r["tau"] * r["target_forwards"] for r in rows) / forwards, 4) if forwards else 0.0,
         prefill_s=round(sum(r["prefill_s"] for r in rows), 4),

@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -20,7 +21,7 @@ PROMPTS = [
 ROW_KEYS = {"question_id", "category", "method", "tokens", "new_tokens", "target_forwards", "seconds", "tokens_per_s",
             "tau", "prefill_s", "prefill_tokens", "decode_tokens", "turn_new_tokens", "draft_s", "verify_s",
             "bookkeeping_s", "proposed_by_depth", "accepted_by_depth", "peak_memory_mb", "matches_ar", "peer"}
-SUMMARY_KEYS = {"prompts", "new_tokens", "seconds", "tokens_per_s", "speedup_mean", "speedup_total", "tau", "mismatches", "checked"}
+SUMMARY_KEYS = {"prompts", "new_tokens", "seconds", "tokens_per_s", "speedup_mean", "speedup_median", "speedup_total", "tau", "mismatches", "checked"}
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +64,10 @@ def test_json_schema_and_greedy_agreement(setup, tmp_path):
     assert all(SUMMARY_KEYS <= s.keys() for s in summary["overall"].values())
     assert summary["overall"]["ar"]["speedup_total"] == 1.0 and summary["lossless"] is True
     assert summary["overall"]["pld"]["checked"] == len(PROMPTS) and summary["mismatches"] == {"ar": 0, "pld": 0, "mlx-lm": 0}
+    ar_rate = {r["question_id"]: r["tokens_per_s"] for r in rows if r["method"] == "ar"}
+    ratios = [r["tokens_per_s"] / ar_rate[r["question_id"]] for r in rows if r["method"] == "pld"]
+    assert summary["overall"]["pld"]["speedup_median"] == pytest.approx(np.median(ratios), abs=1e-4)
+    assert summary["overall"]["pld"]["speedup_mean"] == pytest.approx(np.mean(ratios), abs=1e-4)
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

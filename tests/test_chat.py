@@ -183,3 +183,14 @@ def test_piped_input_answers_and_exits_0(model_dir, env):
     again = run("--resume", input="/stats\n")  # end of input exits too
     assert again.returncode == 0, again.stderr
     assert "resumed" in again.stderr and "2 messages" in again.stderr and "session statistics" in again.stderr
+
+
+def test_default_method_is_pld_on_a_cpu_and_redrafter_on_a_gpu_with_a_head():
+    from mlx_specdec.drafters import default_method
+
+    def unavailable_on_cpu():
+        raise AssertionError("on a CPU the head is not even loaded")
+
+    assert default_method(False, unavailable_on_cpu) == "pld"
+    assert default_method(True, lambda: True) == "redrafter"
+    assert default_method(True, lambda: False) == "pld"

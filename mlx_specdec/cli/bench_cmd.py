@@ -193,14 +193,14 @@ def _print_table(summary: dict, meta: dict) -> None:
     from rich.table import Table
 
     table = Table(title=f"{Path(meta['model']).name} · {meta['backend']} · {meta['dtype']} · BLAS {meta['blas']}",
-                  caption="speedup: mean of per-prompt tokens/s ratios over ar, and ratio of total tokens/s (Σ)")
-    for col in ("category", "method", "n", "speedup", "speedup Σ", "tau", "tok/s", "mismatch"):
+                  caption="speedup: median and mean of per-prompt tokens/s ratios over ar, and ratio of total tokens/s (Σ)")
+    for col in ("category", "method", "n", "speedup med", "speedup mean", "speedup Σ", "tau", "tok/s", "mismatch"):
         table.add_column(col, justify="left" if col in ("category", "method") else "right", no_wrap=True)
     groups = list(summary["by_category"].items()) + [("overall", summary["overall"])]
     for i, (category, by_method) in enumerate(groups):
         for j, (method, s) in enumerate(by_method.items()):
             mism = "-" if not s["checked"] else (f"[red]{s['mismatches']}[/]" if s["mismatches"] else "0")
-            table.add_row(category if j == 0 else "", method, str(s["prompts"]), _fmt(s["speedup_mean"], ".2f"),
+            table.add_row(category if j == 0 else "", method, str(s["prompts"]), _fmt(s.get("speedup_median"), ".2f"), _fmt(s["speedup_mean"], ".2f"),
                           _fmt(s["speedup_total"], ".2f"), f"{s['tau']:.2f}", f"{s['tokens_per_s']:.1f}", mism,
                           end_section=j == len(by_method) - 1 and i < len(groups) - 1, style="bold" if category == "overall" else None)
     out.print(table)

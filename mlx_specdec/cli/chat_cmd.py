@@ -29,7 +29,7 @@ HELP = """[bold]/help[/]            this list
 
 def chat(
     model: opts.Model = None,
-    method: Optional[str] = typer.Option(None, "--method", help="Decoding method: ar, pld, draft-model, lookahead, redrafter (default: redrafter when a head ships for the model, else pld)."),
+    method: Optional[str] = typer.Option(None, "--method", help="Decoding method: ar, pld, draft-model, lookahead, redrafter (default: redrafter on a GPU when a head ships for the model, else pld, the fastest on a CPU)."),
     max_tokens: Optional[int] = typer.Option(None, "--max-tokens", min=1, help="Longest answer in tokens (default 512)."),
     temp: Optional[float] = typer.Option(None, "--temp", help="Sampling temperature; 0 = greedy (the default)."),
     top_p: Optional[float] = typer.Option(None, "--top-p", help="Nucleus sampling: keep the most likely tokens up to this mass."),
@@ -77,7 +77,11 @@ def chat(
     drafters = Drafters(loaded, engine, options)
     name = method or (settings["method"] if conversation.messages and drafters.available(settings["method"]) else None)
     if name is None:
-        name = "redrafter" if drafters.available("redrafter") else "pld"
+        import mlx.core as mx
+
+        from ..drafters import default_method
+
+        name = default_method(mx.default_device().type == mx.DeviceType.gpu, lambda: drafters.available("redrafter"))
     engine.set_method(name, drafters.get(name))
     ChatUI(engine, drafters, show_drafts, loaded).run(resumed=resume and bool(conversation.messages))
 
