@@ -203,6 +203,8 @@ def _print_table(summary: dict, meta: dict) -> None:
             table.add_row(category if j == 0 else "", method, str(s["prompts"]), _fmt(s.get("speedup_median"), ".2f"), _fmt(s["speedup_mean"], ".2f"),
                           _fmt(s["speedup_total"], ".2f"), f"{s['tau']:.2f}", f"{s['tokens_per_s']:.1f}", mism,
                           end_section=j == len(by_method) - 1 and i < len(groups) - 1, style="bold" if category == "overall" else None)
+    if not out.is_terminal:  # piped or logged: Rich assumes 80 columns and would cut numbers to "…"
+        out.width = max(out.width, 132)
     out.print(table)
 
 
