@@ -159,6 +159,21 @@ def merge_beams(tree: Tree, beams) -> Tree:
     return Tree(np.array(tokens), np.array(parents))
 
 
+def chain_nodes(tree: Tree, chains) -> np.ndarray:
+    """Ids of the nodes of ``tree`` that hold the token chains (each behind the root), sorted.
+
+    Example: tree r -> a -> {b, c}, r -> d and chains [a, c], [d] give [1, 3, 4].
+    """
+    child = {(int(p), int(t)): i for i, (p, t) in enumerate(zip(tree.parents, tree.tokens[: tree.num_nodes])) if i}
+    found = set()
+    for chain in chains:
+        node = 0
+        for token in chain:
+            node = child[(node, int(token))]
+            found.add(node)
+    return np.array(sorted(found), dtype=np.int64)
+
+
 class ReDrafter:
     name = "redrafter"
 
@@ -222,6 +237,14 @@ class ReDrafter:
 
     def propose(self, root: int) -> Tree:
         t0 = time.perf_counter()
+        extra = self.lookup.continuations(self.history + [root]) if self.lookup is not None else []
+        n = self.num_nodes
+        if self.tree == "dynamic" and self.budget is not None:
+            n = self.budget.choose()
+            if n == 0:  # the head does not pay here: the free chains alone (or a plain step)
+                tree, _ = beams_to_tree(root, extra)
+                self._ranks, self._draft_s = np.zeros(tree.num_nodes, dtype=np.int64), None
+                return tree
         vocab = self.vocab or self.head.draft_vocabulary(self.target)
         out = self._search()(self.h, mx.array([root]), vocab.ids, vocab.rows, vocab.bias)
         mx.eval(out)  # the one host sync of the draft
@@ -231,19 +254,19 @@ class ReDrafter:
             self.drafted_tokens += beams.size
         else:
             tokens, parents, scores = (np.array(a) for a in out)
-            n = self.budget.choose() if self.budget is not None else self.num_nodes
             tree, kept = select_tree(root, tokens, parents, scores, n)
             ranks = np.zeros(tree.num_nodes, dtype=np.int64)
             ranks[1:] = np.argsort(np.argsort(-scores[kept - 1], kind="stable"), kind="stable") + 1
-            self._ranks = ranks
             self.drafted_tokens += tree.num_nodes - 1
         self.tree_nodes += tree.num_nodes - 1
-        if self.lookup is not None:
-            extra = self.lookup.continuations(self.history + [root])
-            if extra:
-                tree = merge_beams(tree, extra)
-                if self.tree == "dynamic":
-                    self._ranks = np.concatenate([self._ranks, np.arange(len(self._ranks), tree.num_nodes)])
+        if extra:
+            head_nodes = tree.num_nodes
+            tree = merge_beams(tree, extra)
+            if self.tree == "dynamic":  # lookup nodes are free: rank 0, in every cut of the budget
+                ranks = np.concatenate([ranks, np.zeros(tree.num_nodes - head_nodes, dtype=np.int64)])
+                ranks[chain_nodes(tree, extra)] = 0
+        if self.tree == "dynamic":
+            self._ranks = ranks
         self._draft_s = time.perf_counter() - t0
         return tree
 

@@ -1,21 +1,27 @@
 """Tree size per device: the size that maximises expected tokens per second.
 
-The target's forward time for n new tokens is measured once per (model, dtype, device, BLAS) and
-cached as JSON under the model store (``<models_home>/.tree-costs/<key>.json``): a Mac GPU or a
-2-core CPU wants narrow trees, a datacenter GPU wide ones. During generation the drafter reports
-every verified tree; for each size m the budget keeps the mean number of tokens that a tree cut
-to its m best nodes (by draft confidence) would have had accepted. With a tree of n drafted nodes
-the accepted path is known for every m <= n (a cut tree accepts the prefix of the path whose
-nodes all rank <= m), so every ``explore_every``-th step drafts the largest tree to keep the
-estimates for large m fresh. The next tree size is then::
+The target's forward time for n new tokens is measured once per (model, dtype, device, BLAS and
+its thread count) and cached as JSON under the model store (``<models_home>/.tree-costs/<key>.json``):
+a Mac GPU or a 2-core CPU wants narrow trees, a datacenter GPU wide ones. During generation the
+drafter reports every verified tree; for each size m the budget keeps the mean number of tokens
+that a tree cut to its m best head nodes (by draft confidence) would have had accepted. Nodes from
+a free source (prompt-lookup chains, rank 0) are in every cut. With a tree of n head nodes the
+accepted path is known for every m <= n (a cut tree accepts the prefix of the path whose nodes all
+rank <= m), so every ``explore_every``-th step drafts a larger tree (twice the best size, at least
+``default``) to keep the estimates fresh. The next size is then::
 
-    argmax_m  (1 + accepted(m)) / (forward_s(m + 1) + draft_s)
+    argmax_m  (1 + accepted(m)) / (forward_s(1 + lookup_nodes + m) + (draft_s if m > 0 else 0))
+
+m = 0 means "no head this step": no draft search, only the free chains (or plain decoding). So
+where the head does not pay for its draft and its tree (a slow CPU), ReDrafter falls back to what
+prompt lookup alone gives, and the explore steps keep checking whether the head pays again.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import platform
 import time
 from pathlib import Path
@@ -34,7 +40,10 @@ def cost_key(target) -> str:
     dtype = str(target.embed(mx.array([0])).dtype).replace("mlx.core.", "")
     ident = json.dumps([args.model_type, args.hidden_size, len(target.layers), args.vocab_size, target_fingerprint(target)])
     model_hash = hashlib.sha256(ident.encode()).hexdigest()[:12]
-    device = f"{mx.default_device()}-{platform.machine()}-{blas_in_use()}".replace(" ", "").replace(",", "")
+    blas = blas_in_use()
+    if blas == "openblas":  # the cost of a wide forward depends on how many threads share it
+        blas += f"-{os.environ.get('OPENBLAS_NUM_THREADS') or 'all'}t"
+    device = f"{mx.default_device()}-{platform.machine()}-{blas}".replace(" ", "").replace(",", "")
     return f"{args.model_type}-{model_hash}-{dtype}-{device}".replace("(", "").replace(")", "")
 
 
@@ -85,40 +94,53 @@ def cached_forward_costs(target, store: Path | None = None) -> dict[int, float]:
 class TreeBudget:
     def __init__(self, forward_s: dict[int, float], max_nodes: int = 24, default: int = 12, explore_every: int = 8, warmup: int = 8):
         sizes = sorted(forward_s)
-        self.forward_s = np.interp(np.arange(max_nodes + 2), sizes, [forward_s[n] for n in sizes])  # by token count
+        self.forward_s = np.interp(np.arange(max_nodes + 64), sizes, [forward_s[n] for n in sizes])  # by token count
         self.max_nodes, self.default = max_nodes, min(default, max_nodes)
         self.explore_every, self.warmup = explore_every, warmup
-        self.accepted = np.zeros(max_nodes + 1)  # sum over steps of tokens accepted with the m best nodes
-        self.count = np.zeros(max_nodes + 1)  # steps whose tree had >= m drafted nodes
-        self.draft_s = 0.0
+        self.accepted = np.zeros(max_nodes + 1)  # [m]: sum over steps of tokens accepted with the m best head nodes
+        self.count = np.zeros(max_nodes + 1)  # [m]: steps whose tree had >= m head nodes
+        self.free_nodes = 0.0  # running mean of the free (rank 0) nodes per tree
+        self.draft_s = 0.0  # running mean of the head's draft time
         self.steps = 0
+        self._drafts = 0
 
     @classmethod
     def for_target(cls, target, **kwargs) -> "TreeBudget":
         return cls(cached_forward_costs(target), **kwargs)
 
     def choose(self) -> int:
-        """Drafted nodes for the next tree."""
+        """Head nodes for the next tree; 0 = skip the head this step. Warm-up steps draft the
+        largest tree; later, every ``explore_every``-th step drafts twice the current best size
+        (at least ``default``), which keeps the estimates fresh where the choice can move without
+        paying for the largest tree where narrow ones win (a CPU)."""
         self.steps += 1
-        if self.steps <= self.warmup or self.steps % self.explore_every == 0:
+        if self.steps <= self.warmup:
             return self.max_nodes
-        m = np.arange(1, self.max_nodes + 1)
-        seen = self.count[1:] > 0
-        if not seen.any():
+        seen = self.count > 0
+        if not seen[1:].any():
             return self.default
-        rate = (1 + self.accepted[1:] / np.maximum(self.count[1:], 1)) / (self.forward_s[m + 1] + self.draft_s)
-        return int(m[seen][np.argmax(rate[seen])])
+        m = np.arange(self.max_nodes + 1)
+        rate = np.array([self.expected_rate(int(k)) for k in m])
+        best = int(m[seen][np.argmax(rate[seen])])
+        if self.steps % self.explore_every == 0:
+            return min(self.max_nodes, max(self.default, 2 * best))
+        return best
 
     def expected_rate(self, m: int) -> float:
-        return (1 + self.accepted[m] / max(self.count[m], 1)) / (self.forward_s[m + 1] + self.draft_s)
+        """Expected tokens per second of a tree with the m best head nodes (plus the free ones)."""
+        tokens = min(int(round(1 + self.free_nodes + m)), len(self.forward_s) - 1)
+        return (1 + self.accepted[m] / max(self.count[m], 1)) / (self.forward_s[tokens] + (self.draft_s if m > 0 else 0.0))
 
-    def observe(self, ranks: np.ndarray, path: list[int], draft_s: float) -> None:
-        """ranks: (N,) rank by confidence of each tree node (1 = best, node 0 unused); path: accepted.
-        Nodes ranked beyond ``max_nodes`` (merged in from elsewhere, e.g. prompt lookup) count only
-        for the sizes that would hold them."""
-        n = min(len(ranks) - 1, self.max_nodes)
+    def observe(self, ranks: np.ndarray, path: list[int], draft_s: float | None) -> None:
+        """ranks: (N,) of each tree node: 1 = the head's best, 0 = a free node (prompt lookup; node 0
+        unused); path: the accepted nodes; draft_s: the head's draft time, None when it was skipped."""
+        n = min(int(ranks.max(initial=0)), self.max_nodes)
         prefix_max = np.maximum.accumulate(ranks[path[1:]]) if len(path) > 1 else np.zeros(0)
-        m = np.arange(1, n + 1)
-        self.accepted[1 : n + 1] += (prefix_max[None, :] <= m[:, None]).sum(axis=1)
-        self.count[1 : n + 1] += 1
-        self.draft_s = draft_s if self.steps <= 1 else 0.9 * self.draft_s + 0.1 * draft_s
+        m = np.arange(n + 1)
+        self.accepted[: n + 1] += (prefix_max[None, :] <= m[:, None]).sum(axis=1)
+        self.count[: n + 1] += 1
+        free = float(np.sum(ranks[1:] == 0))
+        self.free_nodes = free if self.steps <= 1 else 0.9 * self.free_nodes + 0.1 * free
+        if draft_s is not None:
+            self._drafts += 1
+            self.draft_s = draft_s if self._drafts == 1 else 0.9 * self.draft_s + 0.1 * draft_s
