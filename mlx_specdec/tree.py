@@ -114,9 +114,19 @@ def beams_to_tree(root: int, beams) -> tuple[Tree, np.ndarray]:
     Example: ``beams_to_tree(r, [[a, b, c], [a, d, e]])`` gives the 6-node tree of the module
     docstring and ``index = [[1, 2, 3], [1, 4, 5]]``.
     """
+    return merge_beams(Tree.chain(root), beams)
+
+
+def merge_beams(tree: Tree, beams) -> tuple[Tree, np.ndarray]:
+    """``tree`` with token chains (each behind its root) merged in; existing nodes keep their ids.
+    Returns the merged tree and ``index`` as in :func:`beams_to_tree`.
+
+    Example: tree r -> a -> b plus the chains [a, c], [d] gives r -> a -> {b, c}, r -> d (tokens
+    [r a b c d], parents [-1 0 1 1 0]) and ``index = [[1, 3], [4, -1]]``.
+    """
     beams = [list(map(int, b)) for b in beams]
-    tokens, parents = [root], [-1]
-    node_of: dict[tuple[int, int], int] = {}  # (parent node, token) -> node
+    tokens, parents = tree.tokens[: tree.num_nodes].tolist(), tree.parents.tolist()
+    node_of = {(p, t): i for i, (p, t) in enumerate(zip(parents, tokens)) if i}  # (parent node, token) -> node
     index = np.full((len(beams), max((len(b) for b in beams), default=0)), -1, dtype=np.int64)
     for w, beam in enumerate(beams):
         parent = 0

@@ -13,7 +13,7 @@ import pytest
 from safetensors.numpy import load_file
 
 from mlx_specdec.drafters import make_drafter
-from mlx_specdec.drafters.redrafter import ReDrafter, chain_nodes, merge_beams, select_tree
+from mlx_specdec.drafters.redrafter import ReDrafter, select_tree
 from mlx_specdec.drafters.redrafter_head import HeadConfig, ReDrafterHead, load_head, save_head
 from mlx_specdec.drafters.tree_budget import TreeBudget
 from mlx_specdec.errors import UserError
@@ -21,7 +21,7 @@ from mlx_specdec.train.data import file_prompts, iter_json_records
 from mlx_specdec.train.generate import generate_dataset
 from mlx_specdec.train.teacher_forced import read_dataset
 from mlx_specdec.train.trainer import DistillData, Trainer, TrainConfig
-from mlx_specdec.tree import beams_to_tree
+from mlx_specdec.tree import beams_to_tree, merge_beams
 
 from conftest import generate_ids, tiny_model
 
@@ -78,9 +78,9 @@ def test_dynamic_selection_keeps_the_best_nodes_and_their_parents():
 
 def test_lookup_chains_merge_into_an_existing_tree():
     tree, _ = beams_to_tree(9, [[1, 2]])
-    merged = merge_beams(tree, [[1, 3], [4]])  # r -> a -> {b, c}, r -> d
+    merged, index = merge_beams(tree, [[1, 3], [4]])  # r -> a -> {b, c}, r -> d
     assert merged.tokens.tolist() == [9, 1, 2, 3, 4] and merged.parents.tolist() == [-1, 0, 1, 1, 0]
-    assert chain_nodes(merged, [[1, 3], [4]]).tolist() == [1, 3, 4]
+    assert sorted(index[index >= 0].tolist()) == [1, 3, 4]
 
 
 # -- a head trained on a tiny model, shared by the tests below ------------------------------------

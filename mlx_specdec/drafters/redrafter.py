@@ -32,7 +32,7 @@ import mlx.core as mx
 import numpy as np
 
 from ..errors import UserError
-from ..tree import Tree, beams_to_tree
+from ..tree import Tree, beams_to_tree, merge_beams
 from .redrafter_head import DraftVocab, ReDrafterHead
 
 
@@ -140,40 +140,6 @@ def select_tree(root: int, tokens: np.ndarray, parents: np.ndarray, scores: np.n
     return Tree(np.array([root] + tokens[kept - 1].tolist()), np.array(tree_parents)), kept
 
 
-def merge_beams(tree: Tree, beams) -> Tree:
-    """``tree`` with extra token chains (behind its root) merged in; existing nodes keep their ids.
-
-    Example: tree r -> a -> b plus the chain [a, c] gives r -> a -> {b, c} (one new node).
-    """
-    tokens, parents = tree.tokens.tolist(), tree.parents.tolist()
-    child = {(p, t): i for i, (p, t) in enumerate(zip(parents, tokens)) if i}
-    for beam in beams:
-        node = 0
-        for token in beam:
-            token = int(token)
-            if (node, token) not in child:
-                child[(node, token)] = len(tokens)
-                tokens.append(token)
-                parents.append(node)
-            node = child[(node, token)]
-    return Tree(np.array(tokens), np.array(parents))
-
-
-def chain_nodes(tree: Tree, chains) -> np.ndarray:
-    """Ids of the nodes of ``tree`` that hold the token chains (each behind the root), sorted.
-
-    Example: tree r -> a -> {b, c}, r -> d and chains [a, c], [d] give [1, 3, 4].
-    """
-    child = {(int(p), int(t)): i for i, (p, t) in enumerate(zip(tree.parents, tree.tokens[: tree.num_nodes])) if i}
-    found = set()
-    for chain in chains:
-        node = 0
-        for token in chain:
-            node = child[(node, int(token))]
-            found.add(node)
-    return np.array(sorted(found), dtype=np.int64)
-
-
 class ReDrafter:
     name = "redrafter"
 
@@ -260,11 +226,10 @@ class ReDrafter:
             self.drafted_tokens += tree.num_nodes - 1
         self.tree_nodes += tree.num_nodes - 1
         if extra:
-            head_nodes = tree.num_nodes
-            tree = merge_beams(tree, extra)
+            tree, index = merge_beams(tree, extra)
             if self.tree == "dynamic":  # lookup nodes are free: rank 0, in every cut of the budget
-                ranks = np.concatenate([ranks, np.zeros(tree.num_nodes - head_nodes, dtype=np.int64)])
-                ranks[chain_nodes(tree, extra)] = 0
+                ranks = np.pad(ranks, (0, tree.num_nodes - len(ranks)))
+                ranks[index[index >= 0]] = 0
         if self.tree == "dynamic":
             self._ranks = ranks
         self._draft_s = time.perf_counter() - t0

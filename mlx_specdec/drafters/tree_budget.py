@@ -120,16 +120,18 @@ class TreeBudget:
         if not seen[1:].any():
             return self.default
         m = np.arange(self.max_nodes + 1)
-        rate = np.array([self.expected_rate(int(k)) for k in m])
+        rate = self.expected_rates()
         best = int(m[seen][np.argmax(rate[seen])])
         if self.steps % self.explore_every == 0:
             return min(self.max_nodes, max(self.default, 2 * best))
         return best
 
-    def expected_rate(self, m: int) -> float:
-        """Expected tokens per second of a tree with the m best head nodes (plus the free ones)."""
-        tokens = min(int(round(1 + self.free_nodes + m)), len(self.forward_s) - 1)
-        return (1 + self.accepted[m] / max(self.count[m], 1)) / (self.forward_s[tokens] + (self.draft_s if m > 0 else 0.0))
+    def expected_rates(self) -> np.ndarray:
+        """(max_nodes + 1,) expected tokens per second of a tree with the m best head nodes (plus
+        the free ones), for m = 0 .. max_nodes."""
+        m = np.arange(self.max_nodes + 1)
+        tokens = np.minimum(np.round(1 + self.free_nodes + m).astype(np.int64), len(self.forward_s) - 1)
+        return (1 + self.accepted / np.maximum(self.count, 1)) / (self.forward_s[tokens] + np.where(m > 0, self.draft_s, 0.0))
 
     def observe(self, ranks: np.ndarray, path: list[int], draft_s: float | None) -> None:
         """ranks: (N,) of each tree node: 1 = the head's best, 0 = a free node (prompt lookup; node 0
