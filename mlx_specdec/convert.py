@@ -70,6 +70,8 @@ def convert_hf(
         raise UserError(f"unknown dtype {dtype!r} (choose from: {', '.join(DTYPES)})")
     if quantize and q_bits not in (2, 3, 4, 5, 6, 8):
         raise UserError(f"--q-bits must be one of 2, 3, 4, 5, 6, 8, got {q_bits}")
+    if quantize and q_group_size not in (32, 64, 128):
+        raise UserError(f"--q-group-size must be one of 32, 64, 128, got {q_group_size}")
     local = Path(hf_path).expanduser()
     if local.exists():
         config = _check_local(local)

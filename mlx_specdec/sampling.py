@@ -27,6 +27,8 @@ class SamplingParams:
             raise UserError(f"top-p must be in (0, 1], got {self.top_p}")
         if self.top_k < 0:
             raise UserError(f"top-k must be >= 0, got {self.top_k}")
+        if self.seed is not None and self.seed < 0:
+            raise UserError(f"the seed must be an integer >= 0, got {self.seed}")
 
     @property
     def greedy(self) -> bool:

@@ -10,10 +10,12 @@ from typing import Optional
 import typer
 
 from ..errors import UserError
+from ..method_options import MethodOptions
 from . import options as opts
 from .common import build_drafter, console, load_target, out, resolve_model
 
 
+@opts.with_method_options
 def bench(
     model: opts.Model = None,
     methods: str = typer.Option("ar,pld", "--methods", help="Comma-separated methods; ar (the baseline) always runs first. redrafter:beam and redrafter:dynamic run both tree shapes in one run."),
@@ -27,23 +29,12 @@ def bench(
     seed: opts.Seed = None,
     dtype: opts.Dtype = None,
     peers: Optional[str] = typer.Option(None, "--peers", help="Other implementations to run on the same prompts: mlx-lm."),
-    draft_model: opts.DraftModel = None,
-    num_draft: opts.NumDraft = None,
-    drafter: opts.DrafterPath = None,
-    tree: opts.Tree = None,
-    beam_width: opts.BeamWidth = None,
-    beam_length: opts.BeamLength = None,
-    tree_topk: opts.TreeTopk = None,
-    tree_depth: opts.TreeDepth = None,
-    tree_size: opts.TreeSize = None,
-    lookup: opts.Lookup = None,
-    window: opts.Window = None,
-    ngram: opts.Ngram = None,
-    guesses: opts.Guesses = None,
     out_path: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the results JSON here (rewritten after every row)."),
-    plot: Optional[Path] = typer.Option(None, "--plot", help="Write a PNG bar chart of speedup and tau (needs mlx-specdec[plot])."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Write a PNG bar chart of speedup and tau (needs mlx-specdec\\[plot])."),
     resume: bool = typer.Option(False, "--resume", help="Continue the --out file: skip the rows it already has."),
     allow_mismatch: bool = typer.Option(False, "--allow-mismatch", help="Exit 0 even if a method's greedy output differs from ar's."),
+    *,
+    method_options: MethodOptions,
 ):
     """Benchmark decoding methods on Spec-Bench-style prompts: speedup over ar, tau, tokens/s, losslessness."""
     from .. import bench as lib
@@ -56,6 +47,9 @@ def bench(
     for p in peer_names:
         if p not in lib.PEERS:
             raise UserError(f"unknown peer {p!r} (choose from: {', '.join(lib.PEERS)})")
+    for name in names:
+        _method_variant(name)
+    method_options.check(*names, *(["draft-model"] if "mlx-lm" in peer_names else []))  # mlx-lm-spec drafts too
     if resume and out_path is None:
         raise UserError("--resume needs --out FILE (the results file to continue)")
     if plot is not None:
@@ -66,21 +60,18 @@ def bench(
 
     loaded = load_target(model, dtype)
     settings = dict(model=str(loaded.path), dtype=loaded.dtype, max_tokens=max_tokens, temperature=temp, top_p=top_p,
-                    top_k=top_k, seed=seed, methods=names, peers=peer_names, draft_model=draft_model, num_draft=num_draft,
+                    top_k=top_k, seed=seed, methods=names, peers=peer_names, draft_model=method_options.draft_model, num_draft=method_options.num_draft,
                     prompts=[str(p) for p in (prompts or [lib.default_prompt_file()])], categories=_split(categories),
                     limit=limit)
     rows = lib.load_report(out_path, settings)["results"] if resume and out_path.exists() else []
     session = Session(loaded.model, loaded.max_context)
-    options = opts.method_options(num_draft, draft_model, drafter, tree, window, ngram, guesses,
-                                   beam_width, beam_length, tree_topk, tree_depth, tree_size, lookup)
     runners = {}
     for name in names:
-        base, variant_options = _method_variant(name, options)
-        d = build_drafter(base, loaded, params, **variant_options)
+        d = build_drafter(name, loaded, params, method_options)
         runners[name] = lib.LoopRunner(session, d, params, loaded.tokenizer.eos_ids)
     if "mlx-lm" in peer_names:
         ours_draft = getattr(runners.get("draft-model"), "drafter", None)
-        runners.update(_mlx_lm_runners(loaded, params, draft_model, num_draft or 4, getattr(ours_draft, "model", None)))
+        runners.update(_mlx_lm_runners(loaded, params, method_options.draft_model, method_options.num_draft or 4, getattr(ours_draft, "model", None)))
     order = names + [n for n in runners if n not in names]
     todo = lib.plan(selected, order, rows)
     argv = ["mlx-specdec", *sys.argv[1:]] if Path(sys.argv[0]).name in ("mlx-specdec", "cli.py") else sys.argv
@@ -118,22 +109,16 @@ def bench(
         raise typer.Exit(1)
 
 
-def _method_variant(name: str, options: dict):
-    """``redrafter:dynamic`` -> ("redrafter", options with tree="dynamic"): a method under another
-    tree shape, so both shapes run side by side in one bench. Other names pass through."""
+def _method_variant(name: str) -> None:
+    """Check a bench method name: a method, or ``redrafter:beam`` / ``redrafter:dynamic`` (both
+    tree shapes side by side in one bench; MethodOptions.for_method gives each its options)."""
     from ..drafters import METHODS
 
     base, _, variant = name.partition(":")
     if base not in METHODS:
         raise UserError(f"unknown method {base!r} (choose from: {', '.join(METHODS)})")
-    if not variant:
-        return base, options
-    if base != "redrafter" or variant not in ("beam", "dynamic"):
+    if variant and (base != "redrafter" or variant not in ("beam", "dynamic")):
         raise UserError(f"unknown method variant {name!r} (only redrafter:beam and redrafter:dynamic)")
-    if options.get("tree") not in (None, variant):
-        raise UserError(f"{name} contradicts --tree {options['tree']}")
-    unused = opts.DYNAMIC_ONLY if variant == "beam" else opts.BEAM_ONLY
-    return base, dict({k: v for k, v in options.items() if k not in unused}, tree=variant)
 
 
 def _split(text: Optional[str]) -> list[str]:

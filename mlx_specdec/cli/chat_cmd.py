@@ -13,6 +13,7 @@ from rich.live import Live
 from rich.table import Table
 
 from ..errors import UserError
+from ..method_options import MethodOptions
 from . import options as opts
 from .chat_view import AnswerView, _share, sparkline, status_line
 from .common import build_drafter, console, load_target, out
@@ -27,6 +28,7 @@ HELP = """[bold]/help[/]            this list
 [bold]/exit[/]            quit (Ctrl-D or Ctrl-C at the prompt too; Ctrl-C during an answer stops it)"""
 
 
+@opts.with_method_options
 def chat(
     model: opts.Model = None,
     method: Optional[str] = typer.Option(None, "--method", help="Decoding method: ar, pld, draft-model, lookahead, redrafter (default: redrafter on a GPU when a head ships for the model, else pld, the fastest on a CPU)."),
@@ -39,22 +41,12 @@ def chat(
     system: Optional[str] = typer.Option(None, "--system", help="A system prompt."),
     show_drafts: bool = typer.Option(False, "--show-drafts", help="Colour the tokens that came from accepted drafts."),
     resume: bool = typer.Option(False, "--resume", help="Continue the last conversation (saved automatically after every turn)."),
-    num_draft: opts.NumDraft = None,
-    draft_model: opts.DraftModel = None,
-    drafter: opts.DrafterPath = None,
-    tree: opts.Tree = None,
-    beam_width: opts.BeamWidth = None,
-    beam_length: opts.BeamLength = None,
-    tree_topk: opts.TreeTopk = None,
-    tree_depth: opts.TreeDepth = None,
-    tree_size: opts.TreeSize = None,
-    lookup: opts.Lookup = None,
-    window: opts.Window = None,
-    ngram: opts.Ngram = None,
-    guesses: opts.Guesses = None,
+    *,
+    method_options: MethodOptions,
 ):
     """Chat with a model; a status line shows tokens/s, tau and draft acceptance live. Type /help for commands."""
     from ..chat import ChatEngine, Conversation, latest_history, new_history_path
+    from ..drafters import METHODS
 
     conversation, history = Conversation(), new_history_path()
     if resume:
@@ -72,9 +64,7 @@ def chat(
     loaded = load_target(model, dtype)
     engine = ChatEngine(loaded, None, conversation, history, seed=seed)
     engine.params  # validates the sampling options before the first turn
-    options = opts.method_options(num_draft, draft_model, drafter, tree, window, ngram, guesses,
-                                   beam_width, beam_length, tree_topk, tree_depth, tree_size, lookup)
-    drafters = Drafters(loaded, engine, options)
+    drafters = Drafters(loaded, engine, method_options)
     name = method or (settings["method"] if conversation.messages and drafters.available(settings["method"]) else None)
     if name is None:
         import mlx.core as mx
@@ -82,6 +72,11 @@ def chat(
         from ..drafters import default_method
 
         name = default_method(mx.default_device().type == mx.DeviceType.gpu, lambda: drafters.available("redrafter"))
+    method_options.check(*METHODS)  # only redrafter's tree shapes can contradict each other here
+    unused = method_options.given().keys() - method_options.for_method(name).given().keys()
+    if unused:  # kept for /method: the chat can switch methods
+        console.print(f"[yellow]note:[/] {', '.join(MethodOptions.flag(k) for k in sorted(unused))} "
+                      f"do{'es' if len(unused) == 1 else ''} not apply to {name}; used after /method")
     engine.set_method(name, drafters.get(name))
     ChatUI(engine, drafters, show_drafts, loaded).run(resumed=resume and bool(conversation.messages))
 
@@ -89,13 +84,13 @@ def chat(
 class Drafters:
     """Drafters by method name, built once with the command's options."""
 
-    def __init__(self, loaded, engine, options: dict):
+    def __init__(self, loaded, engine, options: MethodOptions):
         self.loaded, self.engine, self.options = loaded, engine, options
         self.built: dict[str, object] = {}
 
     def get(self, name: str):
         if name not in self.built:
-            self.built[name] = build_drafter(name, self.loaded, self.engine.params, **self.options)
+            self.built[name] = build_drafter(name, self.loaded, self.engine.params, self.options)
         return self.built[name]
 
     def available(self, name: str) -> bool:

@@ -47,51 +47,27 @@ def load_target(model: str | None, dtype: str | None):
         return load(path, dtype)
 
 
-def build_drafter(method: str, loaded, params, num_draft=None, draft_model=None, drafter_path=None,
-                  tree=None, window=None, ngram=None, guesses=None, **extra):
-    """Map the CLI's method options onto ``make_drafter``'s per-method options."""
+def build_drafter(method: str, loaded, params, options):
+    """The drafter for ``method`` (bench's ``redrafter:beam`` too) with ``options`` (MethodOptions:
+    those that do not apply to the method are ignored here; commands check them up front)."""
     from ..drafters import make_drafter
 
-    options = {}
-    if method == "pld" and num_draft:
-        options["num_draft"] = num_draft
-    elif method == "draft-model":
-        if draft_model is None:
+    base = method.partition(":")[0]
+    kwargs = options.for_method(method).drafter_kwargs(method)
+    if base == "draft-model":
+        if options.draft_model is None:
             raise UserError("--method draft-model needs --draft-model PATH (a smaller model with the same tokenizer)")
         from ..loader import load
 
         with console.status("Loading the draft model..."):
-            draft = load(resolve_model(draft_model), loaded.dtype)
+            draft = load(resolve_model(options.draft_model), loaded.dtype)
         if draft.tokenizer.vocab_size != loaded.tokenizer.vocab_size and abs(draft.model.args.vocab_size - loaded.model.args.vocab_size) > 1024:
             raise UserError("the draft model's tokenizer differs from the target's: pick a draft model of the same family")
-        options = dict(model=draft.model, num_draft=num_draft or 4, params=params, target_vocab=loaded.model.args.vocab_size)
-    elif method == "lookahead":
-        options = {k: v for k, v in dict(window=window, ngram=ngram, guesses=guesses).items() if v is not None}
-    elif method == "redrafter":
-        options = redrafter_options(loaded.model, drafter_path, tree, extra)
+        kwargs.update(model=draft.model, params=params, target_vocab=loaded.model.args.vocab_size)
+    elif base == "redrafter":
         with console.status("Preparing the ReDrafter head (the first run on a device measures its forward cost)..."):
-            return make_drafter(method, **options)
-    return make_drafter(method, **options)
-
-
-def redrafter_options(target, drafter_path, tree, extra: dict) -> dict:
-    """``make_redrafter`` keywords from the CLI's: the tree defaults to dynamic (beam when only beam
-    options are given), its size to 'auto', and ``--lookup`` to REDRAFTER_LOOKUP."""
-    from .options import BEAM_ONLY, DYNAMIC_ONLY, REDRAFTER_LOOKUP
-
-    shape = {k: v for k, v in extra.items() if v is not None}
-    lookup = shape.pop("lookup", REDRAFTER_LOOKUP)
-    if lookup < 0:
-        raise UserError(f"--lookup must be >= 0, got {lookup}")
-    tree = tree or ("beam" if BEAM_ONLY.keys() & shape.keys() else "dynamic")
-    flags = DYNAMIC_ONLY if tree == "beam" else BEAM_ONLY
-    wrong = flags.keys() & shape.keys()
-    if wrong:
-        raise UserError(f"{', '.join(sorted({flags[k] for k in wrong}))} only apply to --tree {'dynamic' if tree == 'beam' else 'beam'}")
-    if tree == "dynamic" and "num_nodes" not in shape and "budget" not in shape:
-        shape["budget"] = True
-    options = {k: v for k, v in dict(target=target, head_path=drafter_path, tree=tree).items() if v is not None}
-    return dict(options, lookup=lookup, **shape)
+            return make_drafter(base, target=loaded.model, **kwargs)
+    return make_drafter(base, **kwargs)
 
 
 def fail(message: str, code: int = 2):

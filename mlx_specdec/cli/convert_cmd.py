@@ -17,8 +17,8 @@ def convert(
     mlx_path: Optional[Path] = typer.Option(None, "--mlx-path", help="Output directory (default: the model store, named after the input)."),
     dtype: Optional[str] = typer.Option(None, "--dtype", help="float16, bfloat16 or float32 (default: the checkpoint's own; float32 for GGUF)."),
     quantize: bool = typer.Option(False, "-q", "--quantize", help="Quantize the weights (mlx-lm affine quantization)."),
-    q_bits: int = typer.Option(4, "--q-bits", help="Bits per weight when quantizing: 4 or 8."),
-    q_group_size: int = typer.Option(64, "--q-group-size", help="Weights per quantization group."),
+    q_bits: Optional[int] = typer.Option(None, "--q-bits", help="Bits per weight when quantizing: 2, 3, 4, 5, 6 or 8 (default 4)."),
+    q_group_size: Optional[int] = typer.Option(None, "--q-group-size", help="Weights per quantization group: 32, 64 or 128 (default 64)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output directory."),
 ):
     """Convert Hugging Face safetensors weights or a GGUF file into an MLX model directory."""
@@ -26,6 +26,12 @@ def convert(
 
     if (hf_path is None) == (gguf is None):
         raise UserError("give exactly one of --hf-path or --gguf")
+    given = [flag for flag, value in (("--q-bits", q_bits), ("--q-group-size", q_group_size)) if value is not None]
+    if given and not quantize:
+        raise UserError(f"{', '.join(given)} only appl{'ies' if len(given) == 1 else 'y'} with -q/--quantize")
+    if quantize and gguf is not None:
+        raise UserError("-q/--quantize applies to --hf-path only (a GGUF converts to --dtype)")
+    q_bits, q_group_size = q_bits or 4, q_group_size or 64
     name = Path(hf_path).name if hf_path else gguf.stem
     target = mlx_path or store.models_home() / name
     if gguf is not None:

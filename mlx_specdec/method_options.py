@@ -1,0 +1,218 @@
+"""The decoding methods' options, declared once: the CLI's flags and a server's per-request fields.
+
+Every option is one field of :class:`MethodOptions`. Its metadata (made by :func:`option`) carries
+the flag, the help text, how a value is parsed and checked, and the methods it applies to. The CLI
+(``cli/options.py``, ``@with_method_options``) turns each field into a Typer option of ``generate``,
+``chat`` and ``bench``; anything else (a server taking JSON fields) calls :meth:`MethodOptions.from_dict`.
+A value left out is ``None``: the drafter's own default applies.
+
+    >>> o = MethodOptions.from_dict({"num_draft": "4"}, method="pld")
+    >>> o.num_draft, o.drafter_kwargs("pld")
+    (4, {'num_draft': 4})
+    >>> MethodOptions.from_dict({"num_draft": 0})
+    Traceback (most recent call last):
+    mlx_specdec.errors.UserError: --num-draft must be an integer between 1 and 64, got 0
+    >>> MethodOptions.from_dict({"beam_width": 2}, method="pld")
+    Traceback (most recent call last):
+    mlx_specdec.errors.UserError: --beam-width does not apply to --method pld (it is for: redrafter)
+
+How to add an option (one place; generate, chat, bench and ``from_dict`` all get it):
+
+1. Add a field below: ``my_option: int | None = option("--my-option", "What it does (default 3).",
+   parse=integer(minimum=1), methods=("my-method",))``. ``parse`` takes the raw value (a string from
+   the command line, or a JSON value) and returns the checked value or raises UserError with one
+   line; ready-made: :func:`integer`, :func:`integer_or_auto`, :func:`choice`, :func:`text`.
+   ``methods`` lists the methods it applies to (given with any other method it is an error).
+2. Pass it to the drafter: add it to :meth:`MethodOptions.drafter_kwargs` under your method (or let
+   ``cli/common.py build_drafter`` read ``options.my_option`` where loading is involved).
+3. Test it (tests/test_method_options.py covers the table as a whole).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from .errors import UserError
+
+
+def integer(minimum: int = 0, maximum: int | None = None) -> Callable[[str, Any], int]:
+    """A parser for an integer in [minimum, maximum] (a string from the command line or a JSON int)."""
+
+    def parse(flag: str, value) -> int:
+        if isinstance(value, bool) or isinstance(value, float) and not value.is_integer():
+            raise UserError(f"{flag} must be an integer >= {minimum}, got {value!r}")
+        try:
+            number = int(value)
+        except (TypeError, ValueError):
+            raise UserError(f"{flag} must be an integer >= {minimum}, got {value!r}") from None
+        if number < minimum or (maximum is not None and number > maximum):
+            bound = f"between {minimum} and {maximum}" if maximum is not None else f">= {minimum}"
+            raise UserError(f"{flag} must be an integer {bound}, got {number}")
+        return number
+
+    parse.metavar = "INT"
+    return parse
+
+
+def integer_or_auto(minimum: int = 0) -> Callable[[str, Any], int | str]:
+    """A parser for an integer >= minimum or the word 'auto'."""
+    as_int = integer(minimum)
+
+    def parse(flag: str, value):
+        if value == "auto":
+            return "auto"
+        try:
+            return as_int(flag, value)
+        except UserError:
+            raise UserError(f"{flag} must be an integer >= {minimum} or 'auto', got {value!r}") from None
+
+    parse.metavar = "INT|auto"
+    return parse
+
+
+def choice(*choices: str) -> Callable[[str, Any], str]:
+    def parse(flag: str, value) -> str:
+        if value not in choices:
+            raise UserError(f"{flag} must be one of {', '.join(choices)}, got {value!r}")
+        return value
+
+    parse.metavar = "|".join(choices)
+    return parse
+
+
+def text(metavar: str = "TEXT") -> Callable[[str, Any], str]:
+    def parse(flag: str, value) -> str:
+        if not isinstance(value, str) or not value:
+            raise UserError(f"{flag} must be a non-empty string, got {value!r}")
+        return value
+
+    parse.metavar = metavar
+    return parse
+
+
+def option(flag: str, help: str, parse: Callable[[str, Any], Any], methods: tuple[str, ...]):
+    """A field of MethodOptions (default None: the drafter's default) with its flag and rules."""
+    return field(default=None, metadata=dict(flag=flag, help=help, parse=parse, methods=methods))
+
+
+REDRAFTER_LOOKUP = 2  # --lookup default: measured +0.75 tau on Spec-Bench with the shipped head (README)
+BEAM_ONLY = ("beam_width", "beam_length")  # redrafter options of --tree beam
+DYNAMIC_ONLY = ("tree_topk", "tree_depth", "tree_size")  # redrafter options of --tree dynamic
+
+
+@dataclass(frozen=True)
+class MethodOptions:
+    """The options of every decoding method; None = not given (the method's default)."""
+
+    num_draft: int | None = option("--num-draft", "Drafted tokens per step (pld default 6, draft-model default 4).",
+                                   integer(minimum=1, maximum=64), ("pld", "draft-model"))
+    draft_model: str | None = option("--draft-model", "Draft model directory or store name (draft-model; also mlx-lm's speculative peer in bench).",
+                                     text("PATH"), ("draft-model",))
+    drafter: str | None = option("--drafter", "A trained draft head directory (redrafter; default: the head shipped for the model).",
+                                 text("PATH"), ("redrafter",))
+    tree: str | None = option("--tree", "Draft tree shape for redrafter: beam or dynamic (default dynamic, or beam when a beam option is given).",
+                              choice("beam", "dynamic"), ("redrafter",))
+    beam_width: int | None = option("--beam-width", "redrafter --tree beam: beams kept (W, default 4).",
+                                    integer(minimum=1), ("redrafter",))
+    beam_length: int | None = option("--beam-length", "redrafter --tree beam: draft tokens per beam (L, default 4).",
+                                     integer(minimum=1), ("redrafter",))
+    tree_topk: int | None = option("--tree-topk", "redrafter --tree dynamic: children per node and nodes expanded per round (k, default 4).",
+                                   integer(minimum=1), ("redrafter",))
+    tree_depth: int | None = option("--tree-depth", "redrafter --tree dynamic: draft rounds (depth, default 5).",
+                                    integer(minimum=1), ("redrafter",))
+    tree_size: int | str | None = option("--tree-size", "redrafter --tree dynamic: draft nodes verified per step (n), or 'auto' (default: sized from this device's measured forward cost and the running acceptance).",
+                                         integer_or_auto(minimum=1), ("redrafter",))
+    lookup: int | None = option("--lookup", f"redrafter: also merge up to N prompt-lookup continuations (n-grams the context repeats) into each draft tree; 0 = the head's drafts only (default {REDRAFTER_LOOKUP}).",
+                                integer(minimum=0), ("redrafter",))
+    window: int | str | None = option("--window", "Lookahead window width W, or 'auto' (default: sized from the measured forward cost).",
+                                      integer_or_auto(minimum=0), ("lookahead",))
+    ngram: int | None = option("--ngram", "Lookahead n-gram size N (default 4).", integer(minimum=2), ("lookahead",))
+    guesses: int | None = option("--guesses", "Lookahead n-grams verified per step G (default 4).", integer(minimum=0), ("lookahead",))
+
+    @classmethod
+    def fields(cls) -> tuple[dataclasses.Field, ...]:
+        return dataclasses.fields(cls)
+
+    @classmethod
+    def from_dict(cls, values: dict, method: str | None = None) -> "MethodOptions":
+        """Checked options from ``{field name: raw value}`` (None = not given); with ``method``, an
+        option that does not apply to it is an error. Unknown names are an error (one line each)."""
+        known = {f.name: f for f in cls.fields()}
+        unknown = [k for k in values if k not in known]
+        if unknown:
+            raise UserError(f"unknown method option {unknown[0]!r} (known: {', '.join(known)})")
+        parsed = {k: None if v is None else known[k].metadata["parse"](known[k].metadata["flag"], v) for k, v in values.items()}
+        options = cls(**parsed)
+        if method is not None:
+            options.check(method)
+        return options
+
+    def given(self) -> dict[str, Any]:
+        """The options that were given: ``{field name: value}``."""
+        return {f.name: getattr(self, f.name) for f in self.fields() if getattr(self, f.name) is not None}
+
+    def check(self, *methods: str) -> None:
+        """UserError (one line) when a given option applies to none of ``methods`` (bench runs
+        several); for redrafter also when a beam option meets --tree dynamic or a dynamic one meets
+        --tree beam, and when bench's ``redrafter:beam`` meets ``--tree dynamic``."""
+        bases = {m.partition(":")[0] for m in methods}
+        for f in self.fields():
+            if getattr(self, f.name) is not None and not bases & set(f.metadata["methods"]):
+                raise UserError(f"{f.metadata['flag']} does not apply to --method {','.join(methods)} "
+                                f"(it is for: {', '.join(f.metadata['methods'])})")
+        for method in methods:
+            variant = method.partition(":")[2]
+            if variant and self.tree not in (None, variant):
+                raise UserError(f"{method} contradicts --tree {self.tree}")
+            if method == "redrafter":
+                tree = self.redrafter_tree(method)
+                wrong = [k for k in (DYNAMIC_ONLY if tree == "beam" else BEAM_ONLY) if getattr(self, k) is not None]
+                if wrong:
+                    flags = ", ".join(self.flag(k) for k in wrong)
+                    raise UserError(f"{flags} only appl{'ies' if len(wrong) == 1 else 'y'} to --tree {'dynamic' if tree == 'beam' else 'beam'}")
+
+    def redrafter_tree(self, method: str = "redrafter") -> str:
+        """The tree shape: bench's ``redrafter:beam`` variant, else --tree, else dynamic (beam when
+        only beam options are given)."""
+        variant = method.partition(":")[2]
+        if variant:
+            return variant
+        return self.tree or ("beam" if any(getattr(self, k) is not None for k in BEAM_ONLY) else "dynamic")
+
+    def for_method(self, method: str) -> "MethodOptions":
+        """These options less those that do not apply to ``method`` (bench runs several methods
+        with one set of flags: each gets its own)."""
+        base = method.partition(":")[0]
+        keep = {f.name: getattr(self, f.name) for f in self.fields() if base in f.metadata["methods"]}
+        if base == "redrafter":
+            unused = DYNAMIC_ONLY if self.redrafter_tree(method) == "beam" else BEAM_ONLY
+            keep = {k: (None if k in unused else v) for k, v in keep.items()}
+        return MethodOptions(**keep)
+
+    @classmethod
+    def flag(cls, name: str) -> str:
+        return next(f.metadata["flag"] for f in cls.fields() if f.name == name)
+
+    def drafter_kwargs(self, method: str) -> dict[str, Any]:
+        """``make_drafter`` keywords for the weight-free methods and redrafter's tree shape (the
+        CLI adds what needs loading: the draft model, the target)."""
+        base = method.partition(":")[0]
+        if base == "pld":
+            return {} if self.num_draft is None else {"num_draft": self.num_draft}
+        if base == "draft-model":
+            return {"num_draft": 4 if self.num_draft is None else self.num_draft}
+        if base == "lookahead":
+            return {k: v for k, v in dict(window=self.window, ngram=self.ngram, guesses=self.guesses).items() if v is not None}
+        if base == "redrafter":
+            tree = self.redrafter_tree(method)
+            shape = dict(head_path=self.drafter, tree=tree, lookup=REDRAFTER_LOOKUP if self.lookup is None else self.lookup)
+            if tree == "beam":
+                shape.update(beam_width=self.beam_width, beam_length=self.beam_length)
+            else:
+                size = self.tree_size
+                shape.update(topk=self.tree_topk, depth=self.tree_depth, num_nodes=None if size in (None, "auto") else size,
+                             budget=True if size in (None, "auto") else None)
+            return {k: v for k, v in shape.items() if v is not None}
+        return {}
