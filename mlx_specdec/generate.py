@@ -35,7 +35,7 @@ class Step:
 
     tokens: list[int]  # emitted ids: accepted drafts then the next root (cut at EOS / max tokens)
     proposed: int = 0  # drafted nodes in the tree (the root excluded)
-    accepted: int = 0  # drafted tokens accepted (= accepted depth)
+    accepted: int = 0  # drafted tokens accepted and produced (a final EOS included; none cut by EOS / max tokens)
     max_depth: int = 0  # depth of the deepest drafted node
     forward_tokens: int = 1  # tokens in the target forward (tree nodes + auxiliary tokens)
     draft_s: float = 0.0
@@ -143,17 +143,21 @@ class Session:
                 self.cached += tree.tokens[path].tolist()
                 drafter.commit(tree, path, hidden, logits)
                 out = tree.tokens[path[1:]].tolist() + [next_root]
+                accepted = len(path) - 1
                 cut = next((i for i, t in enumerate(out) if t in eos), None)
-                if cut is not None:
-                    out, finish = out[:cut], "eos"
-                if emitted + len(out) >= max_tokens:
-                    out, finish = out[: max_tokens - emitted], finish or "length"
+                if cut is not None:  # a drafted EOS was produced (tau counts it); drafts after it were not
+                    out, finish, accepted = out[:cut], "eos", min(accepted, cut + 1)
+                room = max_tokens - emitted
+                if len(out) > room:  # cut by max tokens (before any EOS): only the drafts kept count
+                    out, finish, accepted = out[:room], "length", min(accepted, room)
+                elif len(out) == room:
+                    finish = finish or "length"
                 emitted += len(out)
                 root = next_root
                 yield Step(
                     out,
                     proposed=tree.num_nodes - 1,
-                    accepted=len(path) - 1,
+                    accepted=accepted,
                     max_depth=int(tree.depth.max()),
                     forward_tokens=len(tree.tokens),
                     draft_s=t1 - t0,

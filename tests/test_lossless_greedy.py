@@ -87,3 +87,24 @@ def test_output_runs_to_the_end_of_the_context_like_autoregressive(drafter_name)
     assert len(expected) == 40 - len(prompt) + 1 and ref_steps[-1].finish == "length"  # the last token needs no cache slot
     assert got == expected and steps[-1].finish == "length"
     assert any(s.forward_tokens > 1 for s in steps)  # it did verify trees before the end
+
+
+def test_accepted_counts_only_the_drafts_that_were_produced():
+    """The target drafting for itself accepts every draft; a step cut by max tokens or by EOS
+    counts only the drafts it produced (a drafted EOS included, as tau counts it)."""
+    target = tiny_model("qwen3", seed=7, scale=2.0)
+    prompt = [1, 2, 3, 4, 5]
+    reference, _ = generate_ids(target, make_drafter("ar"), prompt, 40)
+    _, steps = generate_ids(target, DraftModel(target, num_draft=5), prompt, 4)  # 1 from the prefill, then 6 > 3
+    decode = [s for s in steps if not s.prefill]
+    assert [len(s.tokens) for s in decode] == [3] and decode[0].accepted == 3 and decode[0].proposed == 5
+    assert decode[0].finish == "length"
+    k = next(i for i in range(2, 6) if reference[i] not in reference[:i])  # an EOS first seen at k, inside the first run
+    got, steps = generate_ids(target, DraftModel(target, num_draft=5), prompt, 40, eos=[reference[k]])
+    decode = [s for s in steps if not s.prefill]
+    assert got == reference[:k] and decode[0].finish == "eos"
+    assert decode[0].accepted == k  # k - 1 drafts emitted + the drafted EOS; the drafts after it are not counted
+    for max_tokens in range(1, 12):  # every cut: never more drafts counted than tokens produced
+        for eos in ([], [reference[k]]):
+            _, steps = generate_ids(target, DraftModel(target, num_draft=5), prompt, max_tokens, eos=eos)
+            assert all(s.accepted <= len(s.tokens) + (s.finish == "eos") for s in steps), (max_tokens, eos)
