@@ -35,7 +35,7 @@ from .stats import RunStats
 from .textgen import Generation, stream_text
 
 ROLES = ("system", "user", "assistant")
-DEFAULT_SETTINGS = dict(method="pld", temp=0.0, top_p=1.0, top_k=0, max_tokens=512)
+DEFAULT_SETTINGS = dict(method="pld", temp=0.0, top_p=1.0, top_k=0, max_tokens=512, draft_model=None)
 SETTING_TYPES = dict(method=str, temp=float, top_p=float, top_k=int, max_tokens=int)
 AUTOSAVE_EVERY_S = 1.0  # while an answer streams, the partial answer is saved this often
 
@@ -61,8 +61,11 @@ def latest_history() -> Path | None:
     return max(files, key=lambda p: p.stat().st_mtime, default=None)
 
 
-def write_json_atomic(path: Path, data: dict) -> None:
-    """Write to a temporary file in the same folder, then rename: a kill leaves the old or the new file."""
+def write_json_atomic(path: Path, data: dict, create_folder: bool = True) -> None:
+    """Write to a temporary file in the same folder, then rename: a kill leaves the old or the new file.
+    The folder is created when missing, unless ``create_folder`` is False (then it is an error)."""
+    if not create_folder and not path.parent.is_dir():
+        raise UserError(f"cannot save to {path}: the folder {path.parent} does not exist")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -79,8 +82,9 @@ def write_json_atomic(path: Path, data: dict) -> None:
 
 @dataclass
 class Conversation:
-    """Messages ``{"role", "content"}`` (a cut-short answer also has ``"interrupted": true``; a
-    system prompt is message 0) and the settings it was held with."""
+    """Messages ``{"role", "content"}`` (an answer stopped by Ctrl-C also has ``"interrupted": true``,
+    one cut by the max tokens ``"cut": true``; a system prompt is message 0) and the settings it was
+    held with."""
 
     messages: list[dict] = field(default_factory=list)
     settings: dict = field(default_factory=lambda: dict(DEFAULT_SETTINGS))
@@ -115,15 +119,17 @@ class Conversation:
                 settings[key] = kind(settings[key])
             except (TypeError, ValueError):
                 raise UserError(f"{source}: setting {key!r} should be a {kind.__name__}, got {settings[key]!r}") from None
+        if settings["draft_model"] is not None and not isinstance(settings["draft_model"], str):
+            raise UserError(f"{source}: setting 'draft_model' should be a path, got {settings['draft_model']!r}")
         conversation = cls([dict(m) for m in messages], settings)
         system = conversation.settings.pop("system", None)
         if system and conversation.system is None:
             conversation.system = system
         return conversation
 
-    def save(self, path: str | Path) -> None:
+    def save(self, path: str | Path, create_folder: bool = True) -> None:
         try:
-            write_json_atomic(Path(path).expanduser(), self.to_dict())
+            write_json_atomic(Path(path).expanduser(), self.to_dict(), create_folder)
         except OSError as e:
             raise UserError(f"cannot save to {path}: {e.strerror or e}") from None
 
@@ -246,6 +252,8 @@ class ChatEngine:
         answer = {"role": "assistant", "content": gen.text}
         if turn.interrupted:
             answer["interrupted"] = True
+        elif gen.finish == "length" and len(gen.tokens) >= int(self.conversation.settings["max_tokens"]):
+            answer["cut"] = True
         self.conversation.messages.append(answer)
         self.answers[turn.method] += 1
         rendered = self.tokenizer.apply_chat_template(self.conversation.template_messages(), add_generation_prompt=False)

@@ -20,6 +20,7 @@ from tiny_dir import write_tiny_model_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|[\x01\x02\r]")
+CURSOR = re.compile(r"\x1b\[[0-9;?]*[A-HJKf]")
 
 
 def tiny_chat_model(path: Path, context: int = 8192) -> Path:
@@ -82,7 +83,9 @@ def test_chat_in_a_terminal(model_dir, env, tmp_path):
     send("/save saved.json", "saved 8 messages", "you>")
     send("/reset", "new conversation", "you>")
     send("/load saved.json", r"loaded saved\.json: 8 messages", "you>")
-    child.sendintr()  # Ctrl-C at the prompt exits cleanly
+    child.sendintr()  # Ctrl-C twice in a row at the prompt exits cleanly
+    child.expect("Ctrl-C again")
+    child.sendintr()
     child.expect(pexpect.EOF)
     child.close()
     assert child.exitstatus == 0, child.before
@@ -100,6 +103,77 @@ def test_chat_in_a_terminal(model_dir, env, tmp_path):
     history = sorted((tmp_path / "history").glob("*.json"), key=lambda p: p.stat().st_mtime)
     assert len(history) == 2  # /reset starts a new history file; the loaded conversation went there
     assert [json.loads(h.read_text())["messages"] for h in history] == [saved["messages"]] * 2
+
+
+def test_chat_at_80_columns_explains_itself(model_dir, env, tmp_path):
+    """The status line's legend, /settings, /draft-model, the max-tokens mark, Ctrl-C after an
+    answer (clears the line), /save into a missing folder, a /load transcript wrapped at words, at
+    80 columns (no printed line longer: the terminal would cut it mid-word), then --resume."""
+    pexpect = pytest.importorskip("pexpect")
+    env = dict(env, COLUMNS="80")
+    child = pexpect.spawn(sys.executable, [str(ROOT / "cli.py"), "chat", "-m", str(model_dir), "--method", "pld",
+                                           "--max-tokens", "40"],
+                          env=env, cwd=str(tmp_path), dimensions=(40, 80), encoding="utf-8", timeout=60,
+                          preexec_fn=default_ctrl_c)
+    shown = []
+
+    def send(line, *expect):
+        child.sendline(line)
+        for pattern in expect:
+            child.expect(pattern)
+            shown.append(child.before + child.after)
+
+    child.expect("you>")
+    long_message = " ".join(["the cat sat on the mat"] * 8)
+    send(long_message, r"\(cut at max tokens: 40;", "tau", "N% of drafts accepted: the share of drafted tokens the model kept", "you>")
+    send("hi", "cut at max tokens", "you>")
+    assert "share of drafted tokens" not in shown[-1]  # the legend is shown once
+    send("/settings", r"method pld · temperature 0 \(greedy\)", r"max tokens 40 · draft model none", "you>")
+    send("/method draft-model", "needs --draft-model", "you>")
+    send(f"/draft-model {model_dir}", "draft model: ", "you>")
+    send("/method draft-model", "method: draft-model", "you>")
+    send("what is the cat", r"draft-model · [0-9.]+ tok/s", "you>")
+    send("/settings", "method draft-model", "draft model " + re.escape(str(model_dir)[:20]), "you>")
+    child.sendintr()  # one Ctrl-C right after an answer: the line is cleared, the chat goes on
+    child.expect("Ctrl-C again or Ctrl-D to quit")
+    send("/max-tokens 7", "max tokens: 7", "you>")
+    send("/save missing/dir/chat.json", "the folder missing/dir does not exist", "you>")
+    send("/save chat.json", "saved 6 messages", "you>")
+    send("/load chat.json", "loaded chat.json: 6 messages", "you>")
+    loaded = ANSI.sub("", shown[-1]).replace("\r", "")
+    child.sendeof()  # Ctrl-D quits
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0, child.before
+    assert not (tmp_path / "missing").exists()
+    saved = json.loads((tmp_path / "chat.json").read_text())
+    assert [m.get("cut", False) for m in saved["messages"][1::2]] == [True] * 3
+    screen = ANSI.sub("", CURSOR.sub("\n", "".join(shown)))  # cursor moves (Live redraws) end a line
+    lines = [l for l in screen.splitlines() if "you>" not in l]  # (the terminal wraps the typed input itself)
+    assert max(len(l) for l in lines) <= 80, max(lines, key=len)
+    user_lines = loaded[loaded.index("user: the cat"):].splitlines()[:3]  # the long message, wrapped by the chat
+    assert len(user_lines) >= 2 and all(set(l.split()) <= {"user:", "the", "cat", "sat", "on", "mat"} for l in user_lines), user_lines
+
+    resumed = subprocess.run([sys.executable, str(ROOT / "cli.py"), "chat", "-m", str(model_dir), "--resume"], input="/exit\n",
+                             capture_output=True, text=True, env=env, timeout=60)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "restored settings: method draft-model · temperature 0 (greedy)" in " ".join(resumed.stderr.split())
+    assert "draft model " + str(model_dir) in resumed.stderr.replace("\n", "")  # a long path may be folded
+    assert "max tokens 7" in resumed.stderr
+
+
+def test_status_line_breaks_between_its_parts():
+    from mlx_specdec.cli.chat_view import status_line
+    from mlx_specdec.stats import RunStats
+
+    stats = RunStats(new_tokens=500, produced=900, target_forwards=300, draft_s=0.5, verify_s=9.5, proposed=4000,
+                     accepted=600, forward_tokens=4300, proposed_by_depth=[299] * 8, accepted_by_depth=[250, 180, 90, 50, 20, 6, 3, 1])
+    parts = str(status_line("redrafter", stats, stats)).split(" · ")
+    assert "15% of drafts accepted" in parts[3] and len(" · ".join(parts)) > 80
+    for width in (40, 60, 80, 120):
+        lines = str(status_line("redrafter", stats, stats, width)).splitlines()
+        assert all(len(l) <= width for l in lines), (width, lines)
+        assert [p for l in lines for p in l.split(" · ")] == parts  # every part whole, in order
 
 
 def engine_for(model_dir, method="ar", max_tokens=8, **kwargs):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from contextlib import closing
@@ -10,22 +11,29 @@ from typing import Optional
 import typer
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 
 from ..errors import UserError
 from ..method_options import MethodOptions
 from . import options as opts
-from .chat_view import AnswerView, _share, sparkline, status_line
+from .chat_view import LEGEND, AnswerView, _share, sparkline, status_line
 from .common import build_drafter, console, load_target, out
 
-HELP = """[bold]/help[/]            this list
-[bold]/method NAME[/]     switch the decoding method (the conversation and its cache are kept)
-[bold]/temp T[/]          sampling temperature (0 = greedy)
-[bold]/max-tokens N[/]    longest answer in tokens
-[bold]/stats[/]           this session's statistics per method
-[bold]/reset[/]           start a new conversation (the system prompt is kept)
-[bold]/save FILE[/]       save the conversation as JSON;  [bold]/load FILE[/]  continue a saved one
-[bold]/exit[/]            quit (Ctrl-D or Ctrl-C at the prompt too; Ctrl-C during an answer stops it)"""
+HELP = """[bold]/help[/]              this list
+[bold]/method NAME[/]       switch the decoding method (conversation and cache are kept)
+[bold]/draft-model PATH[/]  the draft model for /method draft-model
+[bold]/temp T[/]            sampling temperature (0 = greedy)
+[bold]/max-tokens N[/]      longest answer in tokens
+[bold]/settings[/]          method, temperature, max tokens, draft model
+[bold]/stats[/]             this session's statistics per method
+[bold]/reset[/]             start a new conversation (the system prompt is kept)
+[bold]/save FILE[/]         save the conversation as JSON
+[bold]/load FILE[/]         continue a saved conversation
+[bold]/exit[/]              quit (or Ctrl-D). Ctrl-C stops an answer; at the prompt it
+                   clears the line, and a second Ctrl-C in a row quits
+
+"""
 
 
 @opts.with_method_options
@@ -61,6 +69,9 @@ def chat(
             settings[key] = value
     if system is not None:
         conversation.system = system
+    if method_options.draft_model is None and settings.get("draft_model"):  # --resume: the draft model it had
+        method_options = dataclasses.replace(method_options, draft_model=settings["draft_model"])
+    settings["draft_model"] = method_options.draft_model
     loaded = load_target(model, dtype)
     engine = ChatEngine(loaded, None, conversation, history, seed=seed)
     engine.params  # validates the sampling options before the first turn
@@ -100,6 +111,13 @@ class Drafters:
         except (UserError, ImportError, KeyError):
             return False
 
+    def set_draft_model(self, path: str) -> None:
+        """Use ``path`` for draft-model from now on (checked by loading it: a bad path changes nothing)."""
+        options = dataclasses.replace(self.options, draft_model=MethodOptions.from_dict({"draft_model": path}).draft_model)
+        drafter = build_drafter("draft-model", self.loaded, self.engine.params, options)
+        self.options, self.built["draft-model"] = options, drafter
+        self.engine.conversation.settings["draft_model"] = path
+
     def params_changed(self) -> None:
         self.built.pop("draft-model", None)  # the only drafter that samples with the target's settings
 
@@ -110,6 +128,7 @@ class ChatUI:
         self.interactive = sys.stdin.isatty()
         self.screen = Console(highlight=False) if out.is_terminal else None  # wraps lines itself, for Live
         self.prompt = "you> "
+        self.legend_shown = False
         if self.interactive:
             try:
                 import readline  # noqa: F401  (line editing and history for input())
@@ -125,11 +144,22 @@ class ChatUI:
                           f"/help for commands, Ctrl-D to quit[/]")
         if resumed:
             self.show_transcript(f"resumed {engine.history_path}")
+            console.print(f"[dim]restored settings:\n{escape(self.settings_text())}[/]", soft_wrap=False)
+        interrupts = 0  # Ctrl-C in a row at the prompt: the first clears the line, the second quits
         while True:
             try:
                 line = input(self.prompt) if self.interactive else sys.stdin.readline()
-            except (EOFError, KeyboardInterrupt):
+            except EOFError:
                 line = None
+            except KeyboardInterrupt:
+                interrupts += 1
+                if self.interactive and interrupts == 1:
+                    out.print()
+                    console.print("[dim](Ctrl-C again or Ctrl-D to quit)[/]")
+                    continue
+                line = None
+            else:
+                interrupts = 0
             if line is None or (not self.interactive and line == ""):
                 if self.interactive:
                     out.print()
@@ -156,7 +186,7 @@ class ChatUI:
         if name in ("exit", "quit"):
             return False
         if name == "help":
-            console.print(HELP)
+            console.print(HELP + escape(LEGEND), soft_wrap=False)
         elif name == "method":
             from ..drafters import METHODS
 
@@ -186,6 +216,15 @@ class ChatUI:
                 raise UserError(f"/max-tokens needs a positive integer, e.g. /max-tokens 256 (got {arg!r})")
             engine.conversation.settings["max_tokens"] = int(arg)
             console.print(f"[dim]max tokens: {arg}[/]")
+        elif name == "settings":
+            console.print(escape(self.settings_text()), soft_wrap=False)
+        elif name == "draft-model":
+            if not arg:
+                raise UserError("/draft-model needs a model directory or store name, e.g. /draft-model qwen2.5-coder-0.5b")
+            self.drafters.set_draft_model(arg)
+            if engine.method == "draft-model":
+                engine.set_method(engine.method, self.drafters.get(engine.method))
+            console.print(f"[dim]draft model: {escape(arg)}{'' if engine.method == 'draft-model' else ' (/method draft-model uses it)'}[/]")
         elif name == "stats":
             console.print(self.stats_table())
         elif name == "reset":
@@ -197,8 +236,8 @@ class ChatUI:
         elif name in ("save", "load") and not arg:
             raise UserError(f"/{name} needs a file name, e.g. /{name} chat.json")
         elif name == "save":
-            engine.conversation.save(arg)
-            console.print(f"[dim]saved {len(engine.conversation.messages)} messages to {arg}[/]")
+            engine.conversation.save(arg, create_folder=False)
+            console.print(f"[dim]saved {len(engine.conversation.messages)} messages to {escape(arg)}[/]")
         elif name == "load":
             from ..chat import Conversation
 
@@ -207,6 +246,7 @@ class ChatUI:
             if method != engine.method and not self.drafters.available(method):
                 console.print(f"[yellow]note:[/] method {method} is not available here; keeping {engine.method}")
                 method = engine.method
+            conversation.settings["draft_model"] = self.drafters.options.draft_model  # the chat's own
             engine.load(conversation)
             engine.set_method(method, self.drafters.get(method))
             engine.autosave()
@@ -217,10 +257,10 @@ class ChatUI:
 
     def show_transcript(self, what: str) -> None:
         messages = self.engine.conversation.messages
-        console.print(f"[dim]{what}: {len(messages)} messages, method {self.engine.method}[/]")
+        console.print(f"[dim]{escape(what)}: {len(messages)} messages, method {self.engine.method}[/]")
         for m in messages:
-            mark = " [yellow](interrupted)[/]" if m.get("interrupted") else ""
-            console.print(f"[bold]{m['role']}:[/] {m['content']}{mark}", markup=True, highlight=False)
+            mark = " [yellow](interrupted)[/]" if m.get("interrupted") else (" [yellow](cut at max tokens)[/]" if m.get("cut") else "")
+            console.print(f"[bold]{m['role']}:[/] {escape(m['content'])}{mark}", highlight=False, soft_wrap=False)  # wraps at words
 
     def answer(self, text: str) -> None:
         engine = self.engine
@@ -254,9 +294,22 @@ class ChatUI:
             console.print("[yellow](interrupted: the partial answer is kept)[/]")
         elif gen.finish == "length" and gen.stats.new_tokens < int(engine.conversation.settings["max_tokens"]):
             console.print("[yellow]note:[/] the answer reached the end of the model's context: /reset starts over")
-        console.print(status_line(turn.method, gen.stats, engine.stats.get(turn.method)))
+        elif gen.finish == "length":
+            console.print(f"[yellow](cut at max tokens: {gen.stats.new_tokens}; /max-tokens N allows longer answers)[/]")
+        console.print(status_line(turn.method, gen.stats, engine.stats.get(turn.method), console.width))
+        if not self.legend_shown:
+            console.print(f"[dim]{escape(LEGEND)}\n  (/help shows this again)[/]", soft_wrap=False)
+            self.legend_shown = True
         if engine.save_error:
             console.print(f"[yellow]note:[/] {engine.save_error}")
+
+    def settings_text(self) -> str:
+        s, engine = self.engine.conversation.settings, self.engine
+        temp = float(s["temp"])
+        draft = self.drafters.options.draft_model
+        return (f"method {engine.method} · temperature {temp:g}{' (greedy)' if temp == 0 else ''} · top-p {float(s['top_p']):g} · "
+                f"top-k {int(s['top_k']) or 'off'}" + (f" · seed {engine.seed}" if engine.seed is not None else "")
+                + f"\nmax tokens {int(s['max_tokens'])} · draft model {draft or 'none (/draft-model PATH)'}")
 
     def stats_table(self) -> Table:
         table = Table(title="session statistics", title_justify="left", header_style="bold")

@@ -1,5 +1,5 @@
 """What the chat draws while an answer streams: the answer (accepted drafts in colour with
-``--show-drafts``) and a status line of live speed, tau and acceptance by depth."""
+``--show-drafts``) and a status line of live speed, tau and acceptance by depth (LEGEND explains it)."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ class AnswerView:
         if gen.stats.target_forwards == 0:
             yield Text(f"{self.turn.method} · prefilling {len(gen.prompt_ids)} tokens...", style="dim", no_wrap=True)
         else:
-            yield status_line(self.turn.method, gen.stats, self.ui.engine.stats.get(self.turn.method))
+            yield status_line(self.turn.method, gen.stats, self.ui.engine.stats.get(self.turn.method), options.max_width)
 
 
 def split_drafted(tokenizer, gen, step, piece: str) -> list[tuple[str, bool]]:
@@ -59,13 +59,29 @@ def _share(part: float, whole: float) -> str:
     return f"{100 * part / whole:.0f}%" if whole > 0 else "-"
 
 
-def status_line(method: str, answer, session=None) -> Text:
-    """``pld · 84.2 tok/s · tau 2.41 (session 2.10) · accept ▇▅▂▁ 61% · tree 9 · draft 4% verify 93%``"""
+LEGEND = """The line under each answer:
+  tok/s: new tokens per second of decoding
+  tau: tokens produced per forward of the model (1.00 = plain decoding)
+  N% of drafts accepted: the share of drafted tokens the model kept
+    (the bars: the same share at draft position 1, 2, 3, ...)
+  tree: tokens the model checks per forward
+  draft/verify: share of the time spent drafting / running the model"""
+
+
+def status_line(method: str, answer, session=None, width: int | None = None) -> Text:
+    """``pld · 84.2 tok/s · tau 2.41 (session 2.10) · 61% of drafts accepted ▇▅▂▁ · tree 9.0 ·
+    draft 4% verify 93%``, broken between its parts (never inside one) to fit ``width`` columns."""
     steps = max(1, answer.target_forwards - 1)  # decode forwards (the prefill's excluded)
     parts = [method, f"{answer.tokens_per_s:.1f} tok/s",
              f"tau {answer.tau:.2f}" + (f" (session {session.tau:.2f})" if session is not None else "")]
     if answer.proposed:
-        parts.append(f"accept {sparkline(answer.acceptance_by_depth)} {100 * answer.accepted / answer.proposed:.0f}%")
+        parts.append(f"{100 * answer.accepted / answer.proposed:.0f}% of drafts accepted {sparkline(answer.acceptance_by_depth)}".rstrip())
     parts.append(f"tree {answer.forward_tokens / steps:.1f}" if answer.forward_tokens else "tree -")
     parts.append(f"draft {_share(answer.draft_s, answer.decode_s)} verify {_share(answer.verify_s, answer.decode_s)}")
-    return Text(" · ".join(parts), style="dim", no_wrap=True, overflow="ellipsis")
+    lines = [parts[0]]
+    for part in parts[1:]:
+        if width is not None and len(lines[-1]) + 3 + len(part) > width:
+            lines.append(part)
+        else:
+            lines[-1] += " · " + part
+    return Text("\n".join(lines), style="dim", no_wrap=True, overflow="ellipsis")
