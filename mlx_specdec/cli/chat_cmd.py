@@ -297,7 +297,7 @@ class ChatUI:
         elif gen.finish == "length":
             console.print(f"[yellow](cut at max tokens: {gen.stats.new_tokens}; /max-tokens N allows longer answers)[/]")
         console.print(status_line(turn.method, gen.stats, engine.stats.get(turn.method), console.width))
-        if not self.legend_shown:
+        if self.interactive and not self.legend_shown:  # once per chat (piped output stays lean)
             console.print(f"[dim]{escape(LEGEND)}\n  (/help shows this again)[/]", soft_wrap=False)
             self.legend_shown = True
         if engine.save_error:
