@@ -16,6 +16,16 @@ A value left out is ``None``: the drafter's own default applies.
     Traceback (most recent call last):
     mlx_specdec.errors.UserError: --beam-width does not apply to --method pld (it is for: redrafter)
 
+Outside the CLI (a server taking the options per request as JSON fields named like the fields:
+``{"method": "pld", "num_draft": 4, ...}``)::
+
+    fields = {k: v for k, v in body.items() if k in MethodOptions.names()}
+    options = MethodOptions.from_dict(fields, method=body["method"])  # UserError: one line, for a 400
+    drafter = make_drafter(method, **options.drafter_kwargs(method))  # weight-free methods
+
+(draft-model and redrafter also need the loaded models: see ``cli/common.py build_drafter``.) The
+messages name the CLI flag (``--num-draft``); ``MethodOptions.flag(name)`` maps a field to it.
+
 How to add an option (one place; generate, chat, bench and ``from_dict`` all get it):
 
 1. Add a field below: ``my_option: int | None = option("--my-option", "What it does (default 3).",
@@ -134,6 +144,10 @@ class MethodOptions:
     @classmethod
     def fields(cls) -> tuple[dataclasses.Field, ...]:
         return dataclasses.fields(cls)
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in cls.fields())
 
     @classmethod
     def from_dict(cls, values: dict, method: str | None = None) -> "MethodOptions":
