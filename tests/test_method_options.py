@@ -58,3 +58,19 @@ def test_several_methods_share_one_set_of_options():
     assert o.for_method("redrafter:dynamic").drafter_kwargs("redrafter:dynamic") == {"tree": "dynamic", "lookup": 2, "depth": 4, "budget": True}
     with pytest.raises(UserError, match="redrafter:beam contradicts --tree dynamic"):
         MethodOptions(tree="dynamic").check("redrafter:beam")
+
+
+def test_the_module_docstring_examples_hold():
+    import doctest
+
+    import mlx_specdec.method_options as module
+
+    assert doctest.testmod(module).failed == 0
+
+
+def test_a_request_dict_gives_a_drafter():
+    from mlx_specdec.drafters import make_drafter
+
+    body = {"method": "pld", "num_draft": 3, "messages": [], "temperature": 0.5}
+    options = MethodOptions.from_dict({k: v for k, v in body.items() if k in MethodOptions.names()}, method=body["method"])
+    assert make_drafter("pld", **options.drafter_kwargs("pld")).num_draft == 3
