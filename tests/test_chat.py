@@ -151,7 +151,7 @@ def test_chat_at_80_columns_explains_itself(model_dir, env, tmp_path):
     screen = ANSI.sub("", CURSOR.sub("\n", "".join(shown)))  # cursor moves (Live redraws) end a line
     lines = [l for l in screen.splitlines() if "you>" not in l]  # (the terminal wraps the typed input itself)
     assert max(len(l) for l in lines) <= 80, max(lines, key=len)
-    user_lines = loaded[loaded.index("user: the cat"):].splitlines()[:3]  # the long message, wrapped by the chat
+    user_lines = loaded[loaded.index("user: the cat"):loaded.index("assistant:")].splitlines()  # the long message
     assert len(user_lines) >= 2 and all(set(l.split()) <= {"user:", "the", "cat", "sat", "on", "mat"} for l in user_lines), user_lines
 
     resumed = subprocess.run([sys.executable, str(ROOT / "cli.py"), "chat", "-m", str(model_dir), "--resume"], input="/exit\n",

@@ -174,7 +174,7 @@ class ChatUI:
                 else:
                     self.answer(line)
             except UserError as e:
-                console.print(f"[bold red]error:[/] {e}")
+                console.print(f"[bold red]error:[/] {escape(str(e))}")
             except KeyboardInterrupt:
                 console.print("[yellow]interrupted[/]")
 
