@@ -24,8 +24,9 @@ def _flags_take_no_value():
     """Typer's help shows ``<bool>`` after flags such as ``--json``, which take no value: show nothing."""
     from typer.core import TyperOption
 
-    shown = TyperOption.display_type_rich
-    TyperOption.display_type_rich = lambda self, ctx: None if self.is_flag else shown(self, ctx)
+    shown = getattr(TyperOption, "display_type_rich", None)  # (Typer >= 0.29; older ones show no type)
+    if shown is not None:
+        TyperOption.display_type_rich = lambda self, ctx: None if self.is_flag else shown(self, ctx)
 
 
 def _register():
