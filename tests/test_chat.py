@@ -137,7 +137,7 @@ def test_chat_at_80_columns_explains_itself(model_dir, env, tmp_path):
     child.sendintr()  # one Ctrl-C right after an answer: the line is cleared, the chat goes on
     child.expect("Ctrl-C again or Ctrl-D to quit")
     send("/max-tokens 7", "max tokens: 7", "you>")
-    send("/save missing/dir/chat.json", "the folder missing/dir does not exist", "you>")
+    send("/save missing/dir/chat.json", "cannot save to missing/dir/chat.json: the folder missing/dir", "you>")
     send("/save chat.json", "saved 6 messages", "you>")
     send("/load chat.json", "loaded chat.json: 6 messages", "you>")
     loaded = ANSI.sub("", shown[-1]).replace("\r", "")
@@ -149,10 +149,12 @@ def test_chat_at_80_columns_explains_itself(model_dir, env, tmp_path):
     saved = json.loads((tmp_path / "chat.json").read_text())
     assert [m.get("cut", False) for m in saved["messages"][1::2]] == [True] * 3
     screen = ANSI.sub("", CURSOR.sub("\n", "".join(shown)))  # cursor moves (Live redraws) end a line
-    lines = [l for l in screen.splitlines() if "you>" not in l]  # (the terminal wraps the typed input itself)
+    typed = [long_message, f"/draft-model {model_dir}"]  # the terminal wraps the echoed input itself
+    lines = [l for l in screen.splitlines() if "you>" not in l and not any(l.strip() in t for t in typed)]
     assert max(len(l) for l in lines) <= 80, max(lines, key=len)
     user_lines = loaded[loaded.index("user: the cat"):loaded.index("assistant:")].splitlines()  # the long message
-    assert len(user_lines) >= 2 and all(set(l.split()) <= {"user:", "the", "cat", "sat", "on", "mat"} for l in user_lines), user_lines
+    assert len(user_lines) >= 2 and all(len(l) <= 80 for l in user_lines), user_lines
+    assert all(set(l.split()) <= {"user:", "the", "cat", "sat", "on", "mat"} for l in user_lines), user_lines  # whole words
 
     resumed = subprocess.run([sys.executable, str(ROOT / "cli.py"), "chat", "-m", str(model_dir), "--resume"], input="/exit\n",
                              capture_output=True, text=True, env=env, timeout=60)

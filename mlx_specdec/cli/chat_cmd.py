@@ -92,6 +92,11 @@ def chat(
     ChatUI(engine, drafters, show_drafts, loaded).run(resumed=resume and bool(conversation.messages))
 
 
+def say(*objects, **options) -> None:
+    """Print for the chat's reader: wrapped at word boundaries to the terminal's width."""
+    console.print(*objects, soft_wrap=False, **options)
+
+
 class Drafters:
     """Drafters by method name, built once with the command's options."""
 
@@ -140,11 +145,11 @@ class ChatUI:
     def run(self, resumed: bool = False) -> None:
         engine = self.engine
         if self.interactive:
-            console.print(f"[dim]{self.loaded.path.name} · {engine.method} · {self.loaded.dtype} · "
+            say(f"[dim]{self.loaded.path.name} · {engine.method} · {self.loaded.dtype} · "
                           f"/help for commands, Ctrl-D to quit[/]")
         if resumed:
             self.show_transcript(f"resumed {engine.history_path}")
-            console.print(f"[dim]restored settings:\n{escape(self.settings_text())}[/]", soft_wrap=False)
+            say(f"[dim]restored settings:\n{escape(self.settings_text())}[/]")
         interrupts = 0  # Ctrl-C in a row at the prompt: the first clears the line, the second quits
         while True:
             try:
@@ -155,7 +160,7 @@ class ChatUI:
                 interrupts += 1
                 if self.interactive and interrupts == 1:
                     out.print()
-                    console.print("[dim](Ctrl-C again or Ctrl-D to quit)[/]")
+                    say("[dim](Ctrl-C again or Ctrl-D to quit)[/]")
                     continue
                 line = None
             else:
@@ -174,9 +179,9 @@ class ChatUI:
                 else:
                     self.answer(line)
             except UserError as e:
-                console.print(f"[bold red]error:[/] {escape(str(e))}")
+                say(f"[bold red]error:[/] {escape(str(e))}")
             except KeyboardInterrupt:
-                console.print("[yellow]interrupted[/]")
+                say("[yellow]interrupted[/]")
 
     def command(self, line: str) -> bool:
         """Run a slash command; False means exit."""
@@ -186,15 +191,15 @@ class ChatUI:
         if name in ("exit", "quit"):
             return False
         if name == "help":
-            console.print(HELP + escape(LEGEND), soft_wrap=False)
+            say(HELP + escape(LEGEND))
         elif name == "method":
             from ..drafters import METHODS
 
             if not arg:
-                console.print(f"method: {engine.method} (choose from: {', '.join(METHODS)})")
+                say(f"method: {engine.method} (choose from: {', '.join(METHODS)})")
             else:
                 engine.set_method(arg, self.drafters.get(arg))
-                console.print(f"[dim]method: {arg} (cache kept)[/]")
+                say(f"[dim]method: {arg} (cache kept)[/]")
         elif name == "temp":
             try:
                 value = float(arg)
@@ -210,41 +215,41 @@ class ChatUI:
             self.drafters.params_changed()
             if engine.method == "draft-model":
                 engine.set_method(engine.method, self.drafters.get(engine.method))
-            console.print(f"[dim]temperature: {value}{' (greedy)' if value == 0 else ''}[/]")
+            say(f"[dim]temperature: {value}{' (greedy)' if value == 0 else ''}[/]")
         elif name == "max-tokens":
             if not arg.isdigit() or int(arg) < 1:
                 raise UserError(f"/max-tokens needs a positive integer, e.g. /max-tokens 256 (got {arg!r})")
             engine.conversation.settings["max_tokens"] = int(arg)
-            console.print(f"[dim]max tokens: {arg}[/]")
+            say(f"[dim]max tokens: {arg}[/]")
         elif name == "settings":
-            console.print(escape(self.settings_text()), soft_wrap=False)
+            say(escape(self.settings_text()))
         elif name == "draft-model":
             if not arg:
                 raise UserError("/draft-model needs a model directory or store name, e.g. /draft-model qwen2.5-coder-0.5b")
             self.drafters.set_draft_model(arg)
             if engine.method == "draft-model":
                 engine.set_method(engine.method, self.drafters.get(engine.method))
-            console.print(f"[dim]draft model: {escape(arg)}{'' if engine.method == 'draft-model' else ' (/method draft-model uses it)'}[/]")
+            say(f"[dim]draft model: {escape(arg)}{'' if engine.method == 'draft-model' else ' (/method draft-model uses it)'}[/]")
         elif name == "stats":
-            console.print(self.stats_table())
+            say(self.stats_table())
         elif name == "reset":
             engine.reset()
             from ..chat import new_history_path
 
             engine.history_path = new_history_path()
-            console.print("[dim]new conversation[/]")
+            say("[dim]new conversation[/]")
         elif name in ("save", "load") and not arg:
             raise UserError(f"/{name} needs a file name, e.g. /{name} chat.json")
         elif name == "save":
             engine.conversation.save(arg, create_folder=False)
-            console.print(f"[dim]saved {len(engine.conversation.messages)} messages to {escape(arg)}[/]")
+            say(f"[dim]saved {len(engine.conversation.messages)} messages to {escape(arg)}[/]")
         elif name == "load":
             from ..chat import Conversation
 
             conversation = Conversation.load(arg)
             method = conversation.settings["method"]
             if method != engine.method and not self.drafters.available(method):
-                console.print(f"[yellow]note:[/] method {method} is not available here; keeping {engine.method}")
+                say(f"[yellow]note:[/] method {method} is not available here; keeping {engine.method}")
                 method = engine.method
             conversation.settings["draft_model"] = self.drafters.options.draft_model  # the chat's own
             engine.load(conversation)
@@ -252,21 +257,21 @@ class ChatUI:
             engine.autosave()
             self.show_transcript(f"loaded {arg}")
         else:
-            console.print(f"unknown command {line.split()[0]!r}: type /help for the list")
+            say(f"unknown command {line.split()[0]!r}: type /help for the list")
         return True
 
     def show_transcript(self, what: str) -> None:
         messages = self.engine.conversation.messages
-        console.print(f"[dim]{escape(what)}: {len(messages)} messages, method {self.engine.method}[/]")
+        say(f"[dim]{escape(what)}: {len(messages)} messages, method {self.engine.method}[/]")
         for m in messages:
             mark = " [yellow](interrupted)[/]" if m.get("interrupted") else (" [yellow](cut at max tokens)[/]" if m.get("cut") else "")
-            console.print(f"[bold]{m['role']}:[/] {escape(m['content'])}{mark}", highlight=False, soft_wrap=False)  # wraps at words
+            say(f"[bold]{m['role']}:[/] {escape(m['content'])}{mark}", highlight=False)
 
     def answer(self, text: str) -> None:
         engine = self.engine
         turn = engine.begin(text)
         if turn.dropped:
-            console.print(f"[yellow]note:[/] the conversation no longer fits the model's context "
+            say(f"[yellow]note:[/] the conversation no longer fits the model's context "
                           f"({engine.max_context} tokens): dropped the oldest {turn.dropped} messages (/reset starts over)")
         gen, view = turn.generation, AnswerView(self, turn)
         try:
@@ -291,17 +296,17 @@ class ChatUI:
             sys.stdout.write("\n")
             sys.stdout.flush()
         if turn.interrupted:
-            console.print("[yellow](interrupted: the partial answer is kept)[/]")
+            say("[yellow](interrupted: the partial answer is kept)[/]")
         elif gen.finish == "length" and gen.stats.new_tokens < int(engine.conversation.settings["max_tokens"]):
-            console.print("[yellow]note:[/] the answer reached the end of the model's context: /reset starts over")
+            say("[yellow]note:[/] the answer reached the end of the model's context: /reset starts over")
         elif gen.finish == "length":
-            console.print(f"[yellow](cut at max tokens: {gen.stats.new_tokens}; /max-tokens N allows longer answers)[/]")
-        console.print(status_line(turn.method, gen.stats, engine.stats.get(turn.method), console.width))
+            say(f"[yellow](cut at max tokens: {gen.stats.new_tokens}; /max-tokens N allows longer answers)[/]")
+        say(status_line(turn.method, gen.stats, engine.stats.get(turn.method), console.width))
         if self.interactive and not self.legend_shown:  # once per chat (piped output stays lean)
-            console.print(f"[dim]{escape(LEGEND)}\n  (/help shows this again)[/]", soft_wrap=False)
+            say(f"[dim]{escape(LEGEND)}\n  (/help shows this again)[/]")
             self.legend_shown = True
         if engine.save_error:
-            console.print(f"[yellow]note:[/] {engine.save_error}")
+            say(f"[yellow]note:[/] {engine.save_error}")
 
     def settings_text(self) -> str:
         s, engine = self.engine.conversation.settings, self.engine
