@@ -427,14 +427,14 @@ def test_train_drafter_cli_end_to_end_and_bad_input(tmp_path):
         (use_head + ["--tree", "beam", "--tree-size", "8"], "--tree-size only applies to --tree dynamic"),
         (use_head + ["--beam-width", "2", "--tree-topk", "2"], "--tree-topk only applies to --tree dynamic"),
         (use_head + ["--lookup", "-1"], "--lookup must be an integer >= 0"),
-        (args + ["--feature-noise", "-1"], "--feature-noise must be >= 0"),
+        (args + ["--feature-noise", "-1"], "Invalid value for '--feature-noise'"),
         (use_head + ["--tree", "dynamic", "--beam-width", "2"], "--beam-width only applies to --tree beam"),
         (use_head + ["--tree", "dynamic", "--tree-size", "many"], "--tree-size must be an integer >= 1 or 'auto'"),
         (use_head + ["--tree", "dynamic", "--tree-depth", "0"], "--tree-depth must be an integer >= 1"),
         (args + ["--data", str(tmp_path / "missing.jsonl")], "not found"),
-        (args + ["--steps", "0"], "--steps must be >= 1"),
+        (args + ["--steps", "0"], "Invalid value for '--steps'"),
         (args + ["--read-answers", "5"], "it needs --data sharegpt"),
-        (args + ["--read-answers", "-1"], "--read-answers must be >= 0"),
+        (args + ["--read-answers", "-1"], "Invalid value for '--read-answers'"),
     ]
     for bad_args, message in bad_uses:
         res = _cli(*bad_args)
