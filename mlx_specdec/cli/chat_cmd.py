@@ -317,12 +317,16 @@ class ChatUI:
                 + f"\nmax tokens {int(s['max_tokens'])} · draft model {draft or 'none (/draft-model PATH)'}")
 
     def stats_table(self) -> Table:
-        table = Table(title="session statistics", title_justify="left", header_style="bold")
-        for column in ("method", "answers", "tokens", "tok/s", "tau", "accepted", "by depth", "draft", "verify"):
-            table.add_column(column, justify="left" if column in ("method", "by depth") else "right")
+        from rich import box
+
+        table = Table(title="session statistics", title_justify="left", header_style="bold", box=box.SIMPLE_HEAD,
+                      pad_edge=False, collapse_padding=True, caption="accepted: share of drafted tokens the model kept (by pos.: at draft position 1, 2, ...)",
+                      caption_justify="left")
+        for column in ("method", "answers", "tokens", "tok/s", "tau", "accepted", "by pos.", "draft", "verify"):
+            table.add_column(column, justify="left" if column in ("method", "by pos.") else "right")
         for method, s in self.engine.stats.items():
             table.add_row(method, str(self.engine.answers[method]), str(s.new_tokens), f"{s.tokens_per_s:.1f}",
-                          f"{s.tau:.2f}", f"{s.accepted}/{s.proposed}", sparkline(s.acceptance_by_depth) or "-",
+                          f"{s.tau:.2f}", _share(s.accepted, s.proposed), sparkline(s.acceptance_by_depth) or "-",
                           _share(s.draft_s, s.decode_s), _share(s.verify_s, s.decode_s))
         if not self.engine.stats:
             table.add_row("-", "0", "0", "-", "-", "-", "-", "-", "-")
