@@ -113,6 +113,8 @@ def test_corrupt_weights(tmp_path):
         (["train-drafter", "--out", "o", "--gen-minutes", "-1"], "'--gen-minutes'"),
         (["train-drafter", "--out", "o", "--kl-weight", "-0.5"], "'--kl-weight'"),
         (["train-drafter", "--out", "o", "--eval-every", "0"], "'--eval-every'"),
+        (["train-drafter", "--out", "o", "--lr", "nan"], "'--lr'"),
+        (["train-drafter", "--out", "o", "--read-minutes", "5"], "--read-minutes only applies with --read-answers"),
         (["pull", "no-such-model"], "no-such-model"),
     ],
 )

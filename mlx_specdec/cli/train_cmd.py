@@ -59,6 +59,8 @@ def train_drafter(
 
     if lr == 0:
         raise UserError("--lr must be > 0")
+    if read_minutes is not None and not read_answers:
+        raise UserError("--read-minutes only applies with --read-answers N")
     if read_answers and data != "sharegpt":
         raise UserError("--read-answers reads ShareGPT's answers; it needs --data sharegpt")
     work = Path(work_dir) if work_dir is not None else Path(out_dir) / "train"
