@@ -50,15 +50,16 @@ from .errors import UserError
 def integer(minimum: int = 0, maximum: int | None = None) -> Callable[[str, Any], int]:
     """A parser for an integer in [minimum, maximum] (a string from the command line or a JSON int)."""
 
+    bound = f"between {minimum} and {maximum}" if maximum is not None else f">= {minimum}"
+
     def parse(flag: str, value) -> int:
         if isinstance(value, bool) or isinstance(value, float) and not value.is_integer():
-            raise UserError(f"{flag} must be an integer >= {minimum}, got {value!r}")
+            raise UserError(f"{flag} must be an integer {bound}, got {value!r}")
         try:
             number = int(value)
         except (TypeError, ValueError):
-            raise UserError(f"{flag} must be an integer >= {minimum}, got {value!r}") from None
+            raise UserError(f"{flag} must be an integer {bound}, got {value!r}") from None
         if number < minimum or (maximum is not None and number > maximum):
-            bound = f"between {minimum} and {maximum}" if maximum is not None else f">= {minimum}"
             raise UserError(f"{flag} must be an integer {bound}, got {number}")
         return number
 
