@@ -238,6 +238,7 @@ class ChatUI:
             with closing(engine.stream(turn)) as pieces:
                 if self.screen is not None:
                     with Live(view, console=self.screen, auto_refresh=False, transient=True) as live:
+                        engine.session.prefill_progress = lambda done, total: (view.prefilled(done, total), live.refresh())
                         shown = 0.0
                         for piece, step in pieces:
                             view.add(piece, step)
@@ -250,6 +251,8 @@ class ChatUI:
                         sys.stdout.flush()
         except KeyboardInterrupt:
             engine.finish(turn)  # a no-op unless Ctrl-C came before the stream started
+        finally:
+            engine.session.prefill_progress = None
         if self.screen is not None:
             self.screen.print(view.text)
         else:
@@ -257,7 +260,7 @@ class ChatUI:
             sys.stdout.flush()
         if turn.interrupted:
             console.print("[yellow](interrupted: the partial answer is kept)[/]")
-        elif gen.finish == "length" and gen.stats.new_tokens < int(engine.conversation.settings["max_tokens"]):
+        elif gen.finish == "context":
             console.print("[yellow]note:[/] the answer reached the end of the model's context: /reset starts over")
         console.print(status_line(turn.method, gen.stats, engine.stats.get(turn.method)))
         if engine.save_error:

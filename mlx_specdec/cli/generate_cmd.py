@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Optional
 
 import typer
 
 from . import options as opts
-from .common import build_drafter, console, load_target, out
+from .common import PrefillBar, build_drafter, console, load_target, out
+from .prompt_input import read_prompt
 
 
 def generate(
-    prompt: str = typer.Option(..., "--prompt", "-p", help="The user message (the chat template is applied unless --raw)."),
+    prompt: Optional[str] = typer.Option(None, "--prompt", "-p", help="The user message (the chat template is applied unless --raw); - reads it from stdin, @FILE from a file (@@ for a literal @)."),
+    prompt_file: Optional[Path] = typer.Option(None, "--prompt-file", help="Read the user message from this file (- = stdin) instead of --prompt."),
     model: opts.Model = None,
     method: str = typer.Option("ar", "--method", help="Decoding method: ar, pld, draft-model, lookahead, redrafter."),
     max_tokens: int = typer.Option(256, "--max-tokens", min=1, help="Stop after this many new tokens."),
@@ -44,6 +47,7 @@ def generate(
     from ..sampling import SamplingParams
     from ..textgen import Generation, stream_text
 
+    prompt = read_prompt(prompt, prompt_file)
     params = SamplingParams(temperature=temp, top_p=top_p, top_k=top_k, seed=seed)
     loaded = load_target(model, dtype)
     options = opts.method_options(num_draft, draft_model, drafter, tree, window, ngram, guesses,
@@ -54,7 +58,7 @@ def generate(
     else:
         messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
         ids = loaded.tokenizer.chat_ids(messages)
-    session = Session(loaded.model, loaded.max_context)
+    session = Session(loaded.model, loaded.max_context, prefill_progress=PrefillBar())
     result = Generation(ids)
     for piece, _ in stream_text(session, loaded.tokenizer, ids, draft, params, max_tokens, stop, result):
         if not as_json and piece:
@@ -66,6 +70,8 @@ def generate(
         out.print_json(json.dumps(payload)) if out.is_terminal else print(json.dumps(payload))
     else:
         out.print()
+        if result.finish == "context":
+            console.print(f"[yellow]note:[/] the answer stopped because the model's context ({loaded.max_context} tokens) is full")
         console.print(f"[dim]{method}: {stats.new_tokens} tokens, {stats.tokens_per_s:.1f} tok/s, "
                       f"tau {stats.tau:.2f}, prefill {stats.prefill_tokens} tokens in {stats.prefill_s:.2f}s ({loaded.dtype})[/]")
 
