@@ -42,7 +42,7 @@ class Step:
     verify_s: float = 0.0
     bookkeeping_s: float = 0.0
     prefill: bool = False  # the prompt's forward (its time is kept out of tokens/s)
-    finish: str | None = None  # "eos", "length" or None
+    finish: str | None = None  # "eos", "length" (max tokens), "context" (the model's context is full) or None
 
     @property
     def seconds(self) -> float:
@@ -66,8 +66,11 @@ class Session:
     stops early or an exception (Ctrl-C) interrupts a step.
     """
 
-    def __init__(self, model, max_context: int | None = None):
+    def __init__(self, model, max_context: int | None = None, prefill_progress=None):
+        """``prefill_progress(done, total)``, when given, is called with the prompt tokens read so far:
+        (0, total) before the prefill's first chunk, then after each chunk of PREFILL_CHUNK tokens."""
         self.model = model
+        self.prefill_progress = prefill_progress
         self.cache = KVCache(len(model.layers))
         self.cached: list[int] = []
         self.max_context = max_context or getattr(model.args, "max_position_embeddings", None)
@@ -91,9 +94,12 @@ class Session:
         return logits[0], hidden[0]
 
     def _prefill(self, ids: Sequence[int]):
+        report = self.prefill_progress or (lambda done, total: None)
+        report(0, len(ids))
         for start in range(0, len(ids), PREFILL_CHUNK):
             hidden = self.model.hidden(mx.array(ids[start : start + PREFILL_CHUNK])[None], self.cache)[0, -1]
             mx.eval(hidden, *self.cache.state())
+            report(min(start + PREFILL_CHUNK, len(ids)), len(ids))
         logits = self.model.lm_head_logits(hidden)
         return logits, hidden
 
@@ -131,9 +137,6 @@ class Session:
                 tree = drafter.propose(root)
                 t1 = time.perf_counter()
                 if self.max_context and self.cache.offset + len(tree.tokens) > self.max_context:
-                    if self.cache.offset >= self.max_context:
-                        yield Step([], finish="length")
-                        return
                     tree = Tree.chain(root)  # near the end of the context: a plain step still fits
                 past = self.cache.offset
                 logits, hidden = self.forward(tree)
@@ -152,6 +155,8 @@ class Session:
                     out, finish, accepted = out[:room], "length", min(accepted, room)
                 elif len(out) == room:
                     finish = finish or "length"
+                if finish is None and self.max_context and self.cache.offset >= self.max_context:
+                    finish = "context"  # no room for the next root: the answer ends here, and says why
                 emitted += len(out)
                 root = next_root
                 yield Step(

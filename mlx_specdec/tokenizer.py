@@ -68,6 +68,10 @@ class Tokenizer:
     def vocab_size(self) -> int:
         return self._fast.get_vocab_size() if self._hf is None else len(self._hf)
 
+    def vocab(self) -> dict[str, int]:
+        """Every token (added and special ones included) -> its id."""
+        return self._fast.get_vocab(with_added_tokens=True) if self._hf is None else self._hf.get_vocab()
+
     def token_to_id(self, token: str) -> int | None:
         return self._fast.token_to_id(token) if self._hf is None else self._hf.convert_tokens_to_ids(token)
 
@@ -107,6 +111,20 @@ class Tokenizer:
 
     def detokenizer(self) -> "StreamingDetokenizer":
         return StreamingDetokenizer(self)
+
+
+def vocabulary_difference(a: Tokenizer, b: Tokenizer) -> str | None:
+    """None when both tokenizers map exactly the same tokens to the same ids, else what differs first.
+
+    Example: a draft model whose tokenizer swaps two ids gives "'cat' is id 6 in one and 9 in the other".
+    """
+    va, vb = a.vocab(), b.vocab()
+    if len(va) != len(vb):
+        return f"{len(va)} tokens against {len(vb)}"
+    token = next((t for t, i in va.items() if vb.get(t) != i), None)
+    if token is None:
+        return None
+    return f"{token!r} is id {va[token]} in one and {'absent' if vb.get(token) is None else vb[token]} in the other"
 
 
 class StreamingDetokenizer:

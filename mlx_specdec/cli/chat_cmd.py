@@ -278,6 +278,7 @@ class ChatUI:
             with closing(engine.stream(turn)) as pieces:
                 if self.screen is not None:
                     with Live(view, console=self.screen, auto_refresh=False, transient=True) as live:
+                        engine.session.prefill_progress = lambda done, total: (view.prefilled(done, total), live.refresh())
                         shown = 0.0
                         for piece, step in pieces:
                             view.add(piece, step)
@@ -290,6 +291,8 @@ class ChatUI:
                         sys.stdout.flush()
         except KeyboardInterrupt:
             engine.finish(turn)  # a no-op unless Ctrl-C came before the stream started
+        finally:
+            engine.session.prefill_progress = None
         if self.screen is not None:
             self.screen.print(view.text)
         else:
@@ -297,7 +300,7 @@ class ChatUI:
             sys.stdout.flush()
         if turn.interrupted:
             say("[yellow](interrupted: the partial answer is kept)[/]")
-        elif gen.finish == "length" and gen.stats.new_tokens < int(engine.conversation.settings["max_tokens"]):
+        elif gen.finish == "context":
             say("[yellow]note:[/] the answer reached the end of the model's context: /reset starts over")
         elif gen.finish == "length":
             say(f"[yellow](cut at max tokens: {gen.stats.new_tokens}; /max-tokens N allows longer answers)[/]")

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import time
+
 from rich.text import Text
 
 BARS = "▁▂▃▄▅▆▇█"
@@ -15,6 +17,12 @@ class AnswerView:
     def __init__(self, ui, turn):
         self.ui, self.turn = ui, turn
         self.text = Text()
+        self.prefill: tuple[int, int, float] | None = None  # tokens read, total, start time
+
+    def prefilled(self, done: int, total: int) -> None:
+        """The Session's prefill_progress callback (the caller refreshes the Live display)."""
+        start = self.prefill[2] if self.prefill else time.monotonic()
+        self.prefill = (done, total, start)
 
     def add(self, piece: str, step) -> None:
         if not piece:
@@ -32,7 +40,7 @@ class AnswerView:
             yield Text("\n").join(lines[-room:])
         gen = self.turn.generation
         if gen.stats.target_forwards == 0:
-            yield Text(f"{self.turn.method} · prefilling {len(gen.prompt_ids)} tokens...", style="dim", no_wrap=True)
+            yield Text(f"{self.turn.method} · {prefill_text(self.prefill, len(gen.prompt_ids))}", style="dim", no_wrap=True)
         else:
             yield status_line(self.turn.method, gen.stats, self.ui.engine.stats.get(self.turn.method), options.max_width)
 
@@ -49,6 +57,18 @@ def split_drafted(tokenizer, gen, step, piece: str) -> list[tuple[str, bool]]:
     if not gen.text.startswith(drafted_text) or not 0 <= cut <= len(piece):
         return [(piece, True)]
     return [(piece[:cut], True), (piece[cut:], False)]
+
+
+def prefill_text(prefill: tuple[int, int, float] | None, prompt_tokens: int) -> str:
+    """``reading the prompt 1024/3000 tokens · 12s left`` (the time left once a chunk is read)."""
+    if prefill is None:
+        return f"reading the prompt ({prompt_tokens} tokens)..."
+    done, total, start = prefill
+    text = f"reading the prompt {done}/{total} tokens"
+    elapsed = time.monotonic() - start
+    if 0 < done < total and elapsed > 0:
+        text += f" · {(total - done) * elapsed / done:.0f}s left"
+    return text
 
 
 def sparkline(rates: list[float], width: int = 8) -> str:

