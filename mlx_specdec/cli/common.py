@@ -58,10 +58,7 @@ def build_drafter(method: str, loaded, params, num_draft=None, draft_model=None,
     elif method == "draft-model":
         if draft_model is None:
             raise UserError("--method draft-model needs --draft-model PATH (a smaller model with the same tokenizer)")
-        from ..loader import load
-
-        with console.status("Loading the draft model..."):
-            draft = load(resolve_model(draft_model), loaded.dtype)
+        draft = load_draft_model(draft_model, loaded.dtype)
         if draft.tokenizer.vocab_size != loaded.tokenizer.vocab_size and abs(draft.model.args.vocab_size - loaded.model.args.vocab_size) > 1024:
             raise UserError("the draft model's tokenizer differs from the target's: pick a draft model of the same family")
         options = dict(model=draft.model, num_draft=num_draft or 4, params=params, target_vocab=loaded.model.args.vocab_size)
@@ -72,6 +69,18 @@ def build_drafter(method: str, loaded, params, num_draft=None, draft_model=None,
         with console.status("Preparing the ReDrafter head (the first run on a device measures its forward cost)..."):
             return make_drafter(method, **options)
     return make_drafter(method, **options)
+
+
+_draft_models: dict = {}  # (name, dtype) -> Loaded: chat and serve rebuild drafters, the weights load once
+
+
+def load_draft_model(name: str, dtype: str):
+    from ..loader import load
+
+    if (name, dtype) not in _draft_models:
+        with console.status("Loading the draft model..."):
+            _draft_models[name, dtype] = load(resolve_model(name), dtype)
+    return _draft_models[name, dtype]
 
 
 def redrafter_options(target, drafter_path, tree, extra: dict) -> dict:
