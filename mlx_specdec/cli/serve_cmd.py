@@ -65,10 +65,11 @@ def serve(
             return False
 
     method = method or default_method(mx.default_device().type == mx.DeviceType.gpu, lambda: available("redrafter"))
-    engine = Engine(loaded, make_drafter, method, options, temp, top_p, top_k, max_tokens, model_name or model)
+    engine = Engine(loaded, make_drafter, method, options, temp, top_p, top_k, max_tokens, model_name)
     make_drafter(method, params, options)  # bad startup options fail here; a redrafter head measures its cost now
     bound_host, bound_port = sock.getsockname()[:2]
     shown = f"[{bound_host}]" if ":" in bound_host else bound_host
     console.print(f"Serving [bold]{engine.model_id}[/] ({method}, {loaded.dtype}) at http://{shown}:{bound_port}/v1"
                   f"{'  (API key required)' if api_key else ''}  Ctrl-C stops")
     run_server(create_app(engine, api_key), sock, log_level)
+    console.print("stopped")

@@ -6,6 +6,7 @@ step), then uvicorn closes the connections and the worker thread ends.
 
 from __future__ import annotations
 
+import signal
 import socket
 
 from ..errors import UserError
@@ -28,6 +29,7 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 def serve(app, sock: socket.socket, log_level: str = "warning") -> None:
+    """Serve until Ctrl-C or SIGTERM, then return (both are a normal stop)."""
     import uvicorn
 
     worker = app.state.worker
@@ -38,4 +40,19 @@ def serve(app, sock: socket.socket, log_level: str = "warning") -> None:
             super().handle_exit(sig, frame)
 
     config = uvicorn.Config(app, log_level=log_level, timeout_graceful_shutdown=GRACEFUL_S, access_log=False)
-    Server(config).run(sockets=[sock])
+    previous = signal.signal(signal.SIGTERM, _exit_quietly)  # uvicorn re-raises the signal once it has stopped
+    try:
+        Server(config).run(sockets=[sock])
+    except (KeyboardInterrupt, _Stopped):
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        sock.close()
+
+
+class _Stopped(Exception):
+    pass
+
+
+def _exit_quietly(sig, frame):
+    raise _Stopped
