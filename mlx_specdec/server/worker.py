@@ -40,7 +40,7 @@ class Worker:
     def __init__(self):
         self._queue: queue.Queue = queue.Queue()
         self._thread = threading.Thread(target=self._loop, name="mlx-specdec-worker", daemon=True)
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # re-entrant: cancel_all runs in a signal handler
         self._pending: list[Job] = []  # queued and running jobs, oldest first
         self.served = 0
         self.cancelled = 0
