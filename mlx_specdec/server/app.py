@@ -49,14 +49,18 @@ class BearerAuth:
 
 
 async def next_event(job: Job, request: Request):
-    """The job's next event; raises ClientGone (and cancels the job) if the client disconnects."""
+    """The job's next event; raises ClientGone (and cancels the job) if the client disconnects
+    (checked every DISCONNECT_POLL_S, also while events keep coming)."""
     while True:
+        if time.monotonic() - job.checked >= DISCONNECT_POLL_S:
+            job.checked = time.monotonic()
+            if await request.is_disconnected():
+                job.cancel()
+                raise ClientGone
         try:
             return await asyncio.wait_for(job.events.get(), DISCONNECT_POLL_S)
         except asyncio.TimeoutError:
-            if await request.is_disconnected():
-                job.cancel()
-                raise ClientGone from None
+            pass
 
 
 def create_app(engine: Engine, api_key: str | None = None) -> FastAPI:

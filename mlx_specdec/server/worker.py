@@ -11,6 +11,7 @@ import asyncio
 import logging
 import queue
 import threading
+import time
 from typing import Any, Callable
 
 log = logging.getLogger("mlx_specdec.server")
@@ -22,6 +23,7 @@ class Job:
         self.loop = loop
         self.events: asyncio.Queue = asyncio.Queue()
         self.cancelled = threading.Event()
+        self.checked = time.monotonic()  # when the request's coroutine last checked its client
 
     def emit(self, event: Any) -> None:
         """Hand ``event`` to the request's coroutine (called on the worker thread)."""
