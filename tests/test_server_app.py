@@ -15,6 +15,7 @@ from mlx_specdec.cli.common import build_drafter  # noqa: E402
 from mlx_specdec.drafters import make_drafter  # noqa: E402
 from mlx_specdec.generate import Session  # noqa: E402
 from mlx_specdec.loader import load  # noqa: E402
+from mlx_specdec.sampling import SamplingParams  # noqa: E402
 from mlx_specdec.server import Engine, create_app  # noqa: E402
 from mlx_specdec.server.errors import APIError  # noqa: E402
 from mlx_specdec.server.methods import request_method  # noqa: E402
@@ -42,9 +43,9 @@ def client(loaded):
         yield c
 
 
-def reference(loaded, ids, max_tokens):
-    steps = Session(loaded.model, loaded.max_context).generate(ids, make_drafter("ar"), max_tokens=max_tokens,
-                                                                 eos_ids=loaded.tokenizer.eos_ids)
+def reference(loaded, ids, max_tokens, method="ar", params=SamplingParams()):
+    steps = Session(loaded.model, loaded.max_context).generate(ids, make_drafter(method), params, max_tokens,
+                                                                 loaded.tokenizer.eos_ids)
     return [t for s in steps for t in s.tokens]
 
 
@@ -71,6 +72,17 @@ def test_chat_and_completion_equal_the_loop(client, loaded, method):
     got = client.post("/v1/completions", json=dict(prompt=raw, max_tokens=12, method=method, return_token_ids=True)).json()
     assert got["choices"][0]["token_ids"] == reference(loaded, raw_ids, 12)
     assert got["choices"][0]["finish_reason"] == "length"
+
+
+@pytest.mark.parametrize("method", ["ar", "pld"])
+def test_seeded_sampling_repeats_the_loop(client, loaded, method):
+    """Drafters are built per request, so a seeded request is what a fresh run with that seed gives, every time."""
+    prompt = "the cat sat on the mat the cat sat on the"
+    ids = loaded.tokenizer.encode(prompt, add_special_tokens=True)
+    expected = reference(loaded, ids, 16, method, SamplingParams(temperature=1.5, top_k=20, seed=7))
+    body = dict(prompt=prompt, max_tokens=16, temperature=1.5, top_k=20, seed=7, method=method, return_token_ids=True)
+    for _ in range(2):
+        assert client.post("/v1/completions", json=body).json()["choices"][0]["token_ids"] == expected
 
 
 def test_stream_is_the_same_answer_in_pieces(client, loaded):

@@ -24,7 +24,9 @@ from .schemas import ChatRequest, CompletionRequest, GenerationFields
 from .worker import Job
 
 log = logging.getLogger("mlx_specdec.server")
-DRAFTERS_KEPT = 8  # built drafters kept for reuse (a request's method and options are the key)
+DRAFTERS_KEPT = 8  # ReDrafter drafters kept for reuse (a request's options are the key)
+KEPT_METHODS = {"redrafter"}  # loads a head and sizes its tree; the others are built per request, as generate
+                              # does, so a seeded request repeats `generate --seed` (their drafts use an rng)
 
 
 @dataclass
@@ -139,7 +141,9 @@ class Engine:
             job.emit(Failed(APIError(500, f"generation failed: {type(e).__name__}: {e}")))
 
     def _drafter(self, plan: Plan):
-        key = (plan.method, tuple(sorted(plan.options.items())), plan.params if plan.method == "draft-model" else None)
+        if plan.method not in KEPT_METHODS:
+            return self.build_drafter(plan.method, plan.params, plan.options)
+        key = (plan.method, tuple(sorted(plan.options.items())))
         if key not in self._drafters:
             self._drafters[key] = self.build_drafter(plan.method, plan.params, plan.options)
             while len(self._drafters) > DRAFTERS_KEPT:
