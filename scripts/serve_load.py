@@ -61,8 +61,9 @@ def one_request(client: httpx.Client, prompt: str, args) -> dict:
     if not done or usage is None:
         return dict(error="the stream ended without usage and [DONE]")
     return dict(ttft=first if first is not None else time.perf_counter() - start, latency=time.perf_counter() - start,
-                tokens=usage["completion_tokens"], tau=usage["speculative"]["tau"],
-                reused=usage["speculative"]["reused_tokens"], queued_s=usage["speculative"]["queued_s"])
+                tokens=usage["completion_tokens"], prompt_tokens=usage["prompt_tokens"], tau=usage["speculative"]["tau"],
+                reused=usage["speculative"]["reused_tokens"], queued_s=usage["speculative"]["queued_s"],
+                prefill_s=usage["speculative"]["prefill_s"], decode_tok_s=usage["speculative"]["tokens_per_s"])
 
 
 def server_rss(client: httpx.Client, pid: int | None) -> int | None:
@@ -133,6 +134,9 @@ def main() -> None:
         ttft_p50_s=round(float(np.percentile(ttft, 50)), 3), ttft_p95_s=round(float(np.percentile(ttft, 95)), 3),
         latency_p50_s=round(float(np.percentile([r["latency"] for r in ok] or [0], 50)), 3),
         tau_median=round(float(np.median([r["tau"] for r in ok] or [0])), 3),
+        queued_p50_s=round(float(np.median([r["queued_s"] for r in ok] or [0])), 3),
+        prefill_p50_s=round(float(np.median([r["prefill_s"] for r in ok] or [0])), 3),
+        decode_tok_s_median=round(float(np.median([r["decode_tok_s"] for r in ok] or [0])), 2),
         rss_after_10_mib=round(rss["after_10"] / 2**20, 1) if rss.get("after_10") else None,
         rss_end_mib=round(rss["end"] / 2**20, 1) if rss.get("end") else None,
     )
