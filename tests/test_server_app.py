@@ -30,11 +30,11 @@ def loaded(tmp_path_factory):
     return load(tiny_chat_model(tmp_path_factory.mktemp("serve") / "model", context=CONTEXT), "float32")
 
 
-def make_app(loaded, api_key=None, method="pld"):
+def make_app(loaded, api_key=None, method="pld", **options):
     def factory(name, params, options):
         return build_drafter(name, loaded, params, **opts.method_options(**options))
 
-    return create_app(Engine(loaded, factory, method, dict(num_draft=None), max_tokens=8), api_key)
+    return create_app(Engine(loaded, factory, method, options, max_tokens=8), api_key)
 
 
 @pytest.fixture(scope="module")
@@ -128,3 +128,18 @@ def test_api_key(loaded):
         assert c.post("/v1/chat/completions", content=b"{", headers={"Content-Type": "application/json"}).status_code == 401
         assert c.get("/v1/models", headers={"Authorization": "Bearer k"}).json()["data"][0]["id"] == "model"
         assert c.get("/health").status_code == 200
+
+
+def test_draft_model_loads_once_and_is_lossless(loaded):
+    from mlx_specdec.cli import common
+
+    common._draft_models.clear()
+    prompt = "the cat sat on the mat"
+    expected = reference(loaded, loaded.tokenizer.encode(prompt, add_special_tokens=True), 12)
+    with TestClient(make_app(loaded, method="draft-model", draft_model=str(loaded.path))) as c:
+        for _ in range(2):
+            body = dict(prompt=prompt, max_tokens=12, return_token_ids=True, num_draft=3)
+            resp = c.post("/v1/completions", json=body).json()
+            assert resp["choices"][0]["token_ids"] == expected
+            assert resp["usage"]["speculative"]["method"] == "draft-model" and resp["usage"]["speculative"]["proposed"] > 0
+    assert len(common._draft_models) == 1  # the weights loaded once, though each request built its drafter
