@@ -143,3 +143,21 @@ def test_draft_model_loads_once_and_is_lossless(loaded):
             assert resp["choices"][0]["token_ids"] == expected
             assert resp["usage"]["speculative"]["method"] == "draft-model" and resp["usage"]["speculative"]["proposed"] > 0
     assert len(common._draft_models) == 1  # the weights loaded once, though each request built its drafter
+
+
+def test_serve_command_errors_are_one_line(loaded):
+    import os
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    cli = [sys.executable, str(Path(__file__).resolve().parents[1] / "cli.py"), "serve", "-m", str(loaded.path)]
+    env = dict(os.environ, MLX_SPECDEC_NO_BLAS_REEXEC="1")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        for args, message in ((["--port", port], "cannot listen on 127.0.0.1:"), (["--method", "nope"], "unknown method 'nope'")):
+            res = subprocess.run(cli + args, capture_output=True, text=True, env=env, timeout=60)
+            assert res.returncode == 2 and message in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
