@@ -34,9 +34,10 @@ def _register():
     from .chat_cmd import chat
     from .convert_cmd import convert, pull
     from .generate_cmd import generate
+    from .serve_cmd import serve
     from .train_cmd import train_drafter
 
-    for command in (chat, generate, bench, convert, pull):
+    for command in (chat, generate, serve, bench, convert, pull):
         app.command()(command)
     app.command("train-drafter")(train_drafter)
 

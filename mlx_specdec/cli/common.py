@@ -89,20 +89,31 @@ def build_drafter(method: str, loaded, params, options):
     if base == "draft-model":
         if options.draft_model is None:
             raise UserError("--method draft-model needs --draft-model PATH (a smaller model with the same tokenizer)")
-        from ..loader import load
-        from ..tokenizer import Tokenizer, vocabulary_difference
-
-        draft_path = resolve_model(options.draft_model)
-        difference = vocabulary_difference(Tokenizer(draft_path), loaded.tokenizer)
-        if difference:
-            raise UserError(f"the draft model's vocabulary differs from the target's ({difference}): pick a draft model with the same tokenizer")
-        with console.status("Loading the draft model..."):
-            draft = load(draft_path, loaded.dtype)
+        draft = load_draft_model(resolve_model(options.draft_model), loaded)
         kwargs.update(model=draft.model, params=params, target_vocab=loaded.model.args.vocab_size)
     elif base == "redrafter":
         with console.status("Preparing the ReDrafter head (the first run on a device measures its forward cost)..."):
             return make_drafter(base, target=loaded.model, **kwargs)
     return make_drafter(base, **kwargs)
+
+
+_draft_models: dict = {}  # (path, target path, dtype) -> Loaded: chat and serve rebuild drafters, the weights load once
+
+
+def load_draft_model(path, target):
+    """The draft model at ``path`` for the loaded ``target`` (same dtype), refused when its vocabulary
+    differs from the target's in any token; loaded and checked once per process."""
+    from ..loader import load
+    from ..tokenizer import Tokenizer, vocabulary_difference
+
+    key = (str(path), str(target.path), target.dtype)
+    if key not in _draft_models:
+        difference = vocabulary_difference(Tokenizer(path), target.tokenizer)
+        if difference:
+            raise UserError(f"the draft model's vocabulary differs from the target's ({difference}): pick a draft model with the same tokenizer")
+        with console.status("Loading the draft model..."):
+            _draft_models[key] = load(path, target.dtype)
+    return _draft_models[key]
 
 
 def fail(message: str, code: int = 2):
