@@ -10,11 +10,11 @@ pytest.importorskip("fastapi")
 pytest.importorskip("httpx")
 from fastapi.testclient import TestClient  # noqa: E402
 
-from mlx_specdec.cli import options as opts  # noqa: E402
 from mlx_specdec.cli.common import build_drafter  # noqa: E402
 from mlx_specdec.drafters import make_drafter  # noqa: E402
 from mlx_specdec.generate import Session  # noqa: E402
 from mlx_specdec.loader import load  # noqa: E402
+from mlx_specdec.method_options import MethodOptions  # noqa: E402
 from mlx_specdec.sampling import SamplingParams  # noqa: E402
 from mlx_specdec.server import Engine, create_app  # noqa: E402
 from mlx_specdec.server.errors import APIError  # noqa: E402
@@ -32,7 +32,7 @@ def loaded(tmp_path_factory):
 
 def make_app(loaded, api_key=None, method="pld", **options):
     def factory(name, params, options):
-        return build_drafter(name, loaded, params, **opts.method_options(**options))
+        return build_drafter(name, loaded, params, MethodOptions.from_dict(options))
 
     return create_app(Engine(loaded, factory, method, options, max_tokens=8), api_key)
 
@@ -50,12 +50,15 @@ def reference(loaded, ids, max_tokens, method="ar", params=SamplingParams()):
 
 
 def test_request_method_overrides_the_server_options():
-    body = ChatRequest(messages=[{"role": "user", "content": "hi"}], method="lookahead", ngram=4, tree_size="auto")
-    assert request_method(body, "pld", dict(num_draft=8, ngram=3)) == ("lookahead", dict(num_draft=8, ngram=4, tree_size="auto"))
+    body = ChatRequest(messages=[{"role": "user", "content": "hi"}], method="lookahead", ngram=4, window="auto")
+    assert request_method(body, "pld", dict(num_draft=8, ngram=3)) == ("lookahead", dict(num_draft=8, ngram=4, window="auto"))
     assert request_method(ChatRequest(messages=[{"role": "user", "content": "hi"}]), "pld", {}) == ("pld", {})
     with pytest.raises(APIError) as e:
         request_method(ChatRequest(messages=[{"role": "user", "content": "hi"}], method="magic"), "pld", {})
     assert e.value.status == 400 and e.value.param == "method"
+    with pytest.raises(APIError) as e:  # an option for another method: the CLI's one-line check, as a 400
+        request_method(ChatRequest(messages=[{"role": "user", "content": "hi"}], beam_width=2, tree="dynamic"), "redrafter", {})
+    assert e.value.status == 400 and "--beam-width" in e.value.message
 
 
 @pytest.mark.parametrize("method", ["ar", "pld", "lookahead"])

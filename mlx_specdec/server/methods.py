@@ -30,7 +30,8 @@ def request_method(fields: MethodFields, method: str, options: dict) -> tuple[st
     given = {key: getattr(fields, key) for key in PER_REQUEST if getattr(fields, key, None) is not None}
     merged = {**options, **given}
     try:
-        MethodOptions.from_dict(merged).for_method(name).check(name)  # the CLI's checks, before queueing
+        MethodOptions.from_dict(merged)  # every value parsed as the CLI parses it, before queueing
+        MethodOptions.from_dict(given).check(name)  # the request's own options must apply to its method
     except UserError as e:
         raise APIError(400, str(e), None, "invalid_value") from None
     return name, merged
