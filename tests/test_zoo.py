@@ -169,13 +169,25 @@ def test_saved_directory_loads_with_the_same_logits(zoo_dirs, zoo_arch):
     assert mx.abs(loaded(tokens)[0] - model(tokens)[0]).max().item() <= 1e-5
 
 
-def test_cli_generate_pld(zoo_dirs, zoo_arch):
+def test_generate_pld_from_each_directory(zoo_dirs, zoo_arch):
+    """`generate -m DIR --method pld` (in-process; the subprocess form is tested once below)."""
+    from typer.testing import CliRunner
+
+    from mlx_specdec.cli.app import app
+
+    result = CliRunner().invoke(app, ["generate", "-m", str(zoo_dirs[zoo_arch]), "-p", "the cat sat on the mat the cat",
+                                      "--method", "pld", "--max-tokens", "8", "--temp", "0", "--json"])
+    assert result.exit_code == 0, result.output[-2000:]
+    out = json.loads(result.stdout)
+    assert out["method"] == "pld" and out["stats"]["new_tokens"] >= 1
+
+
+def test_cli_py_generate_pld(zoo_dirs):
     cli = Path(__file__).resolve().parent.parent / "cli.py"
     result = subprocess.run(
-        [sys.executable, str(cli), "generate", "-m", str(zoo_dirs[zoo_arch]), "-p", "the cat sat on the mat the cat",
+        [sys.executable, str(cli), "generate", "-m", str(zoo_dirs["gemma3_text"]), "-p", "the cat sat on the mat the cat",
          "--method", "pld", "--max-tokens", "8", "--temp", "0", "--json"],
         capture_output=True, text=True, timeout=120,
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    out = json.loads(result.stdout)
-    assert out["method"] == "pld" and out["stats"]["new_tokens"] >= 1
+    assert json.loads(result.stdout)["stats"]["new_tokens"] >= 1
