@@ -191,3 +191,34 @@ def test_cli_py_generate_pld(zoo_dirs):
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert json.loads(result.stdout)["stats"]["new_tokens"] >= 1
+
+
+def test_a_sparse_cache_view_equals_masking_the_hidden_slots():
+    """The seam for StreamingLLM / TriForce caches: a LayerCache subclass that exposes only some
+    slots to one-token steps (here 2 sinks + the last 3 + itself) gives the same logits as hiding
+    the others with a mask."""
+    from mlx_specdec.layer_cache import LayerCache
+
+    class SinksAndRecent(LayerCache):
+        def visible_slots(self, window):
+            past = self.plan.past
+            if self.plan.n > 1:  # the prompt sees everything, like the reference
+                return slice(0, None)
+            return mx.array([0, 1, past - 3, past - 2, past - 1, past])  # past: the new token's slot
+
+    class StreamingKV(KVCache):
+        def layer_views(self, plan, windows):
+            return [SinksAndRecent(self, i, plan, w) for i, w in enumerate(windows)]
+
+    model = zoo_model("qwen3", seed=8, scale=1.0)
+    prompt = mx.array([[4, 8, 15, 16, 23, 42, 7, 9, 11, 2]])
+    sparse, plain = StreamingKV(len(model.layers)), KVCache(len(model.layers))
+    model(prompt, sparse)
+    model(prompt, plain)
+    for token in (5, 6):
+        past = plain.offset
+        mask = np.zeros((1, past + 1), dtype=bool)
+        mask[0, [0, 1, past - 3, past - 2, past - 1, past]] = True
+        ref, _ = model(mx.array([[token]]), plain, mx.array(mask), mx.array([past]))
+        got, _ = model(mx.array([[token]]), sparse)
+        assert mx.abs(got - ref).max().item() <= 1e-4
