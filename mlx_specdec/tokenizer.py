@@ -116,12 +116,12 @@ class Tokenizer:
 def vocabulary_difference(a: Tokenizer, b: Tokenizer) -> str | None:
     """None when both tokenizers map exactly the same tokens to the same ids, else what differs first.
 
-    Example: a draft model whose tokenizer swaps two ids gives "'cat' is id 6 in one and 9 in the other".
+    Example: a draft tokenizer that swaps "cat" (6) and "mat" (9) gives "'mat' is id 6 in one and 9 in the other".
     """
     va, vb = a.vocab(), b.vocab()
     if len(va) != len(vb):
         return f"{len(va)} tokens against {len(vb)}"
-    token = next((t for t, i in va.items() if vb.get(t) != i), None)
+    token = next((t for t, i in sorted(va.items(), key=lambda item: item[1]) if vb.get(t) != i), None)  # lowest id first
     if token is None:
         return None
     return f"{token!r} is id {va[token]} in one and {'absent' if vb.get(token) is None else vb[token]} in the other"

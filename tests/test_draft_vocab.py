@@ -60,7 +60,7 @@ def test_same_tokenizer_with_padded_embedding_rows_is_accepted(target, tmp_path)
 
 
 @pytest.mark.parametrize("variant, detail", [
-    (dict(swap=("cat", "mat")), "'cat' is id"),  # same size, two ids swapped
+    (dict(swap=("cat", "mat")), "'mat' is id 6 in one and 9 in the other"),  # same size, two ids swapped
     (dict(tokens=98, vocab_size=98), "98 tokens against 97"),  # one token more (the old rule allowed 1,024)
 ])
 def test_a_different_vocabulary_is_refused_up_front(target, tmp_path, variant, detail):
