@@ -97,3 +97,17 @@ def test_chat_status_line_shows_prefill_progress_and_time_left():
     assert prefill_text(None, 900) == "reading the prompt (900 tokens)..."
     assert prefill_text((512, 1200, time.monotonic() - 2.0), 1200) == "reading the prompt 512/1200 tokens · 3s left"
     assert prefill_text((1200, 1200, time.monotonic() - 2.0), 1200) == "reading the prompt 1200/1200 tokens"
+
+
+def test_chat_notes_an_answer_cut_by_the_context(short_context_dir, tmp_path):
+    """The chat now reads finish == "context" (it guessed from "length" and the token count before)."""
+    import subprocess
+    import sys
+
+    from test_cli import ENV, ROOT
+
+    env = dict(ENV, MLX_SPECDEC_HISTORY_DIR=str(tmp_path / "history"))
+    res = subprocess.run([sys.executable, str(ROOT / "cli.py"), "chat", "-m", str(short_context_dir), "--method", "ar",
+                          "--max-tokens", "100"], input="the cat sat\n", capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert "the answer reached the end of the model's context" in res.stderr

@@ -6,7 +6,7 @@ import json
 import time
 import uuid
 
-FINISH = {"eos": "stop", "stop": "stop", "length": "length"}
+FINISH = {"eos": "stop", "stop": "stop", "length": "length", "context": "length"}  # OpenAI has no "context": the answer was cut
 
 
 def finish_reason(finish: str | None) -> str:
