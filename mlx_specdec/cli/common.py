@@ -67,6 +67,13 @@ def build_drafter(method: str, loaded, params, num_draft=None, draft_model=None,
         options = dict(model=draft.model, num_draft=num_draft or 4, params=params, target_vocab=loaded.model.args.vocab_size)
     elif method == "lookahead":
         options = {k: v for k, v in dict(window=window, ngram=ngram, guesses=guesses).items() if v is not None}
+    elif method == "recycle":
+        size = extra.get("num_nodes")
+        options = dict(target=loaded.model, budget=size is None, num_nodes=size)
+        if num_draft:
+            options["max_chain"] = num_draft
+        with console.status("Preparing the draft tree budget (the first run on a device measures its forward cost)..."):
+            return make_drafter(method, **options)
     elif method == "redrafter":
         options = redrafter_options(loaded.model, drafter_path, tree, extra)
         with console.status("Preparing the ReDrafter head (the first run on a device measures its forward cost)..."):

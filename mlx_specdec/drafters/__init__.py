@@ -11,6 +11,7 @@ METHODS = {
     "pld": "prompt lookup: copies continuations of repeated n-grams, no weights",
     "draft-model": "a smaller model with the same tokenizer drafts a chain (--draft-model PATH)",
     "lookahead": "lookahead decoding: Jacobi iterations fill an n-gram pool, no weights (--window --ngram --guesses)",
+    "recycle": "training-free draft trees: suffix-automaton matches over the context + Token Recycling's table, one budgeted tree, no weights",
     "redrafter": "ReDrafter: a trained recurrent head drafts beams or a dynamic tree (--tree beam|dynamic, --drafter HEAD_DIR)",
 }
 
@@ -41,6 +42,10 @@ def make_drafter(name: str, **options) -> Drafter:
         from .lookahead import Lookahead
 
         return Lookahead(**options)
+    if name == "recycle":
+        from .recycle import make_recycle
+
+        return make_recycle(**options)
     if name == "redrafter":
         from .redrafter import make_redrafter
 
