@@ -53,7 +53,7 @@ def top_k_rows(logits: mx.array, k: int) -> tuple[mx.array, mx.array]:
 
 class AdjacencyTable:
     def __init__(self, vocab_size: int, k: int = 8):
-        self.k = k
+        self.k = k = min(k, vocab_size)
         self.tokens = np.full((vocab_size, k), -1, dtype=np.int32)
         self.probs = np.zeros((vocab_size, k), dtype=np.float32)
 
