@@ -19,6 +19,7 @@ def generate(
     temp: float = typer.Option(0.0, "--temp", help="Sampling temperature; 0 = greedy."),
     top_p: float = typer.Option(1.0, "--top-p", help="Nucleus sampling: keep the most likely tokens up to this mass."),
     top_k: int = typer.Option(0, "--top-k", help="Keep only the k most likely tokens (0 = off)."),
+    min_p: opts.MinP = 0.0,
     seed: opts.Seed = None,
     dtype: opts.Dtype = None,
     system: Optional[str] = typer.Option(None, "--system", help="A system prompt."),
@@ -44,7 +45,7 @@ def generate(
     from ..sampling import SamplingParams
     from ..textgen import Generation, stream_text
 
-    params = SamplingParams(temperature=temp, top_p=top_p, top_k=top_k, seed=seed)
+    params = SamplingParams(temperature=temp, top_p=top_p, top_k=top_k, min_p=min_p, seed=seed)
     loaded = load_target(model, dtype)
     options = opts.method_options(num_draft, draft_model, drafter, tree, window, ngram, guesses,
                                  beam_width, beam_length, tree_topk, tree_depth, tree_size, lookup)

@@ -13,6 +13,7 @@ Dtype = Annotated[Optional[str], typer.Option("--dtype", help="float32 (default 
 Seed = Annotated[Optional[int], typer.Option("--seed", help="Random seed for sampling.")]
 TopP = Annotated[float, typer.Option("--top-p", help="Nucleus sampling: keep the most likely tokens up to this mass.")]
 TopK = Annotated[int, typer.Option("--top-k", help="Keep only the k most likely tokens (0 = off).")]
+MinP = Annotated[float, typer.Option("--min-p", help="Keep only tokens at least this share of the most likely one's probability (0 = off; as mlx-lm).")]
 NumDraft = Annotated[Optional[int], typer.Option("--num-draft", help="Drafted tokens per step (pld, draft-model); the longest context chain (recycle).")]
 DraftModel = Annotated[Optional[str], typer.Option("--draft-model", help="Draft model directory or store name (draft-model; also mlx-lm's speculative peer in bench).")]
 DrafterPath = Annotated[Optional[str], typer.Option("--drafter", help="A trained draft head directory (redrafter; default: the head shipped for the model).")]
