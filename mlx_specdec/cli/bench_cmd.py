@@ -129,8 +129,10 @@ def _method_variant(name: str, options: dict):
         raise UserError(f"unknown method {base!r} (choose from: {', '.join(METHODS)})")
     if not variant:
         return base, options
+    if base == "recycle" and variant == "context":  # the automaton's chains alone, no table
+        return base, dict(options, table=False)
     if base != "redrafter" or variant not in ("beam", "dynamic"):
-        raise UserError(f"unknown method variant {name!r} (only redrafter:beam and redrafter:dynamic)")
+        raise UserError(f"unknown method variant {name!r} (only redrafter:beam, redrafter:dynamic and recycle:context)")
     if options.get("tree") not in (None, variant):
         raise UserError(f"{name} contradicts --tree {options['tree']}")
     unused = opts.DYNAMIC_ONLY if variant == "beam" else opts.BEAM_ONLY

@@ -69,7 +69,7 @@ def build_drafter(method: str, loaded, params, num_draft=None, draft_model=None,
         options = {k: v for k, v in dict(window=window, ngram=ngram, guesses=guesses).items() if v is not None}
     elif method == "recycle":
         size = extra.get("num_nodes")
-        options = dict(target=loaded.model, budget=size is None, num_nodes=size)
+        options = dict(target=loaded.model, budget=size is None, num_nodes=size, table=extra.get("table", True))
         if num_draft:
             options["max_chain"] = num_draft
         with console.status("Preparing the draft tree budget (the first run on a device measures its forward cost)..."):
