@@ -14,7 +14,7 @@ from .common import build_drafter, console, load_target, out
 def generate(
     prompt: str = typer.Option(..., "--prompt", "-p", help="The user message (the chat template is applied unless --raw)."),
     model: opts.Model = None,
-    method: str = typer.Option("ar", "--method", help="Decoding method: ar, pld, draft-model, lookahead, redrafter."),
+    method: Optional[str] = typer.Option(None, "--method", help="Decoding method: ar, pld, draft-model, lookahead, recycle, redrafter (default: as chat's)."),
     max_tokens: int = typer.Option(256, "--max-tokens", min=1, help="Stop after this many new tokens."),
     temp: float = typer.Option(0.0, "--temp", help="Sampling temperature; 0 = greedy."),
     top_p: float = typer.Option(1.0, "--top-p", help="Nucleus sampling: keep the most likely tokens up to this mass."),
@@ -47,6 +47,13 @@ def generate(
 
     params = SamplingParams(temperature=temp, top_p=top_p, top_k=top_k, min_p=min_p, seed=seed)
     loaded = load_target(model, dtype)
+    if method is None:
+        import mlx.core as mx
+
+        from ..drafters import default_method
+
+        on_gpu = mx.default_device().type == mx.DeviceType.gpu
+        method = default_method(on_gpu, lambda: _redrafter_ships(loaded))
     options = opts.method_options(num_draft, draft_model, drafter, tree, window, ngram, guesses,
                                  beam_width, beam_length, tree_topk, tree_depth, tree_size, lookup)
     draft = build_drafter(method, loaded, params, **options)
@@ -70,3 +77,9 @@ def generate(
         console.print(f"[dim]{method}: {stats.new_tokens} tokens, {stats.tokens_per_s:.1f} tok/s, "
                       f"tau {stats.tau:.2f}, prefill {stats.prefill_tokens} tokens in {stats.prefill_s:.2f}s ({loaded.dtype})[/]")
 
+
+
+def _redrafter_ships(loaded) -> bool:
+    from ..drafters.redrafter import find_shipped_head
+
+    return find_shipped_head(loaded.model) is not None
