@@ -121,7 +121,7 @@ class MlxLmRunner:
         from mlx_lm.sample_utils import make_sampler
 
         self.model, self.draft_model, self.num_draft, self.eos_ids = model, draft_model, num_draft, set(eos_ids)
-        self.sampler = make_sampler(params.temperature, params.top_p, top_k=params.top_k)
+        self.sampler = make_sampler(params.temperature, params.top_p, min_p=params.min_p, top_k=params.top_k)
         self.seed = params.seed
 
     def start(self) -> None:
@@ -342,7 +342,7 @@ def make_meta(model_path, dtype: str, settings: dict, argv: Sequence[str] = ()) 
     )
 
 
-SETTINGS_THAT_MUST_MATCH = ("model", "dtype", "max_tokens", "temperature", "top_p", "top_k", "seed")
+SETTINGS_THAT_MUST_MATCH = ("model", "dtype", "max_tokens", "temperature", "top_p", "top_k", "min_p", "seed")
 
 
 def load_report(path: Path, settings: dict) -> dict:
@@ -352,7 +352,7 @@ def load_report(path: Path, settings: dict) -> dict:
         rows, old = report["results"], report["meta"]["settings"]
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise UserError(f"cannot resume from {path}: not a bench results file ({e})") from None
-    differ = [k for k in SETTINGS_THAT_MUST_MATCH if old.get(k) != settings.get(k)]
+    differ = [k for k in SETTINGS_THAT_MUST_MATCH if old.get(k, 0.0 if k == "min_p" else None) != settings.get(k)]  # min_p: files from before it existed
     if differ:
         k = differ[0]
         raise UserError(f"cannot resume {path}: it was run with {k}={old.get(k)!r}, this run has {settings.get(k)!r}")

@@ -22,7 +22,7 @@ import numpy as np
 
 from .cache import KVCache
 from .errors import UserError
-from .sampling import SamplingParams, process_probs, sample
+from .sampling import DeviceRows, SamplingParams, sample
 from .tree import Tree
 from .verify import verify_deterministic, verify_greedy, verify_rejection
 
@@ -177,13 +177,13 @@ class Session:
     def _pick(logits: mx.array, params: SamplingParams, rng) -> int:
         if params.greedy:
             return int(mx.argmax(logits[-1]).item())
-        return sample(process_probs(np.array(logits[-1].astype(mx.float32)), params), rng)
+        return sample(DeviceRows(logits[-1:], params)[0], rng)
 
     @staticmethod
     def _verify(tree: Tree, logits: mx.array, params: SamplingParams, rng):
         if params.greedy:
             return verify_greedy(tree, np.array(mx.argmax(logits, axis=-1)))
-        probs = process_probs(np.array(logits.astype(mx.float32)), params)
+        probs = DeviceRows(logits, params)  # processed on the device; only the rows read come over
         if tree.draft_probs is not None:
             return verify_rejection(tree, probs, rng)
         return verify_deterministic(tree, probs, rng)

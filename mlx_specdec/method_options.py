@@ -117,8 +117,8 @@ DYNAMIC_ONLY = ("tree_topk", "tree_depth", "tree_size")  # redrafter options of 
 class MethodOptions:
     """The options of every decoding method; None = not given (the method's default)."""
 
-    num_draft: int | None = option("--num-draft", "Drafted tokens per step (pld default 6, draft-model default 4).",
-                                   integer(minimum=1, maximum=64), ("pld", "draft-model"))
+    num_draft: int | None = option("--num-draft", "Drafted tokens per step (pld default 6, draft-model default 4); recycle: the longest context chain (default 16).",
+                                   integer(minimum=1, maximum=64), ("pld", "draft-model", "recycle"))
     draft_model: str | None = option("--draft-model", "Draft model directory or store name (draft-model; also mlx-lm's speculative peer in bench).",
                                      text("PATH"), ("draft-model",))
     drafter: str | None = option("--drafter", "A trained draft head directory (redrafter; default: the head shipped for the model).",
@@ -133,8 +133,8 @@ class MethodOptions:
                                    integer(minimum=1), ("redrafter",))
     tree_depth: int | None = option("--tree-depth", "redrafter --tree dynamic: draft rounds (depth, default 5).",
                                     integer(minimum=1), ("redrafter",))
-    tree_size: int | str | None = option("--tree-size", "redrafter --tree dynamic: draft nodes verified per step (n), or 'auto' (default: sized from this device's measured forward cost and the running acceptance).",
-                                         integer_or_auto(minimum=1), ("redrafter",))
+    tree_size: int | str | None = option("--tree-size", "redrafter --tree dynamic, recycle: draft nodes verified per step (n), or 'auto' (default: sized from this device's measured forward cost and the running acceptance).",
+                                         integer_or_auto(minimum=1), ("redrafter", "recycle"))
     lookup: int | None = option("--lookup", f"redrafter: also merge up to N prompt-lookup continuations (n-grams the context repeats) into each draft tree; 0 = the head's drafts only (default {REDRAFTER_LOOKUP}).",
                                 integer(minimum=0), ("redrafter",))
     window: int | str | None = option("--window", "Lookahead window width W, or 'auto' (default: sized from the measured forward cost).",
@@ -179,7 +179,7 @@ class MethodOptions:
                                 f"(it is for: {', '.join(f.metadata['methods'])})")
         for method in methods:
             variant = method.partition(":")[2]
-            if variant and self.tree not in (None, variant):
+            if variant and method.startswith("redrafter:") and self.tree not in (None, variant):
                 raise UserError(f"{method} contradicts --tree {self.tree}")
             if method == "redrafter":
                 tree = self.redrafter_tree(method)
@@ -220,6 +220,11 @@ class MethodOptions:
             return {"num_draft": 4 if self.num_draft is None else self.num_draft}
         if base == "lookahead":
             return {k: v for k, v in dict(window=self.window, ngram=self.ngram, guesses=self.guesses).items() if v is not None}
+        if base == "recycle":
+            size = self.tree_size
+            kwargs = dict(budget=size in (None, "auto"), num_nodes=None if size in (None, "auto") else size,
+                          table=method.partition(":")[2] != "context")  # bench's recycle:context: the automaton alone
+            return dict(kwargs, max_chain=self.num_draft) if self.num_draft is not None else kwargs
         if base == "redrafter":
             tree = self.redrafter_tree(method)
             shape = dict(head_path=self.drafter, tree=tree, lookup=REDRAFTER_LOOKUP if self.lookup is None else self.lookup)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import mlx.core as mx
 import numpy as np
 
 from .errors import UserError
@@ -18,6 +19,7 @@ class SamplingParams:
     temperature: float = 0.0  # 0 = greedy
     top_p: float = 1.0
     top_k: int = 0  # 0 = off
+    min_p: float = 0.0  # 0 = off
     seed: int | None = None
 
     def __post_init__(self):
@@ -29,36 +31,89 @@ class SamplingParams:
             raise UserError(f"top-k must be >= 0, got {self.top_k}")
         if self.seed is not None and self.seed < 0:
             raise UserError(f"the seed must be an integer >= 0, got {self.seed}")
+        if not (0 <= self.min_p <= 1):
+            raise UserError(f"min-p must be in [0, 1], got {self.min_p}")
 
     @property
     def greedy(self) -> bool:
         return self.temperature == 0
 
 
-def process_probs(logits: np.ndarray, params: SamplingParams) -> np.ndarray:
-    """Logits (..., V) -> probabilities (..., V) float64 after temperature, top-k, then top-p.
+# The target's distribution is mlx-lm's (``mlx_lm.sample_utils.make_sampler``), so a user moving
+# from mlx-lm samples what they sampled there: the filters act on the log-probabilities at
+# temperature 1, in mlx-lm's order (top-p, then min-p, then top-k); the temperature then scales
+# what is left, and the softmax renormalises:
+#     probs = softmax(top_k(min_p(top_p(log_softmax(logits)))) / temperature)
+# top-p keeps every token whose strictly-more-likely mass is below p (the one crossing p stays,
+# and so do its ties); min-p keeps tokens with p(x) >= min_p * max p; top-k keeps the k largest.
 
-    top-k keeps the k largest logits; top-p then keeps the smallest most-likely set whose mass
-    reaches p (the token that crosses p is kept). Ties at the cut are broken by token id.
+
+def process_probs(logits: np.ndarray, params: SamplingParams) -> np.ndarray:
+    """Logits (..., V) -> the target's distribution (..., V) float64, in numpy (the reference the
+    device path :func:`device_probs` is tested against).
+
+    Worked example, logits log([0.5, 0.3, 0.15, 0.05]), temperature 0.5, top-p 0.9: the mass above
+    each token is [0, 0.5, 0.8, 0.95], so top-p keeps the first three; temperature 0.5 squares the
+    kept probabilities: [0.25, 0.09, 0.0225] / 0.3625 = [0.6897, 0.2483, 0.0621, 0].
     """
-    z = np.asarray(logits, dtype=np.float64) / params.temperature
+    z = np.asarray(logits, dtype=np.float64)
+    z = z - z.max(axis=-1, keepdims=True)
+    logprobs = z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+    keep = np.ones_like(logprobs, dtype=bool)
+    if params.top_p < 1:
+        probs = np.exp(logprobs)
+        order = np.argsort(-logprobs, axis=-1, kind="stable")
+        sorted_lp = np.take_along_axis(logprobs, order, axis=-1)
+        mass_above = np.cumsum(np.take_along_axis(probs, order, axis=-1), axis=-1) - np.take_along_axis(probs, order, axis=-1)
+        kept_sorted = mass_above < params.top_p
+        threshold = np.take_along_axis(sorted_lp, kept_sorted.sum(axis=-1, keepdims=True) - 1, axis=-1)
+        keep &= logprobs >= threshold
+    if params.min_p > 0:
+        keep &= logprobs >= logprobs.max(axis=-1, keepdims=True) + np.log(params.min_p)
+    if params.top_k and params.top_k < logprobs.shape[-1]:
+        masked = np.where(keep, logprobs, -np.inf)
+        kth = -np.sort(-masked, axis=-1)[..., params.top_k - 1 : params.top_k]
+        keep &= masked >= kth
+    z = np.where(keep, logprobs / params.temperature, -np.inf)
     z = z - z.max(axis=-1, keepdims=True)
     probs = np.exp(z)
-    probs /= probs.sum(axis=-1, keepdims=True)
-    if params.top_k or params.top_p < 1:
-        order = np.argsort(-probs, axis=-1, kind="stable")
-        sorted_probs = np.take_along_axis(probs, order, axis=-1)
-        keep = np.ones_like(sorted_probs, dtype=bool)
-        if params.top_k:
-            keep[..., params.top_k :] = False
-        if params.top_p < 1:
-            mass_before = np.cumsum(sorted_probs, axis=-1) - sorted_probs
-            keep &= mass_before < params.top_p
-        sorted_probs = np.where(keep, sorted_probs, 0.0)
-        probs = np.zeros_like(probs)
-        np.put_along_axis(probs, order, sorted_probs, axis=-1)
-        probs /= probs.sum(axis=-1, keepdims=True)
-    return probs
+    return probs / probs.sum(axis=-1, keepdims=True)
+
+
+def device_logprobs(logits: mx.array, params: SamplingParams) -> mx.array:
+    """Logits (..., V) -> log of the target's distribution (..., V) float32, lazy, on the device,
+    with mlx-lm's own filter functions (so it is mlx-lm's distribution by construction)."""
+    from mlx_lm.sample_utils import apply_min_p, apply_top_k, apply_top_p
+
+    logits = logits.astype(mx.float32)
+    logprobs = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
+    if 0 < params.top_p < 1:
+        logprobs = apply_top_p(logprobs, params.top_p)
+    if params.min_p > 0:
+        logprobs = apply_min_p(logprobs, params.min_p)
+    if 0 < params.top_k < logprobs.shape[-1]:
+        logprobs = apply_top_k(logprobs, params.top_k)
+    z = logprobs * (1.0 / params.temperature)
+    return z - mx.logsumexp(z, axis=-1, keepdims=True)
+
+
+class DeviceRows:
+    """The target's distribution for the rows of ``logits`` (N, V), computed on the device and
+    brought to the host one row at a time, only for the rows a verifier reads (the accepted path
+    and the node after it: 2-4 rows where a tree has 8-24)."""
+
+    def __init__(self, logits: mx.array, params: SamplingParams):
+        self.logits, self.params = logits, params
+        self.rows: dict[int, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return self.logits.shape[0]
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        i = int(i)
+        if i not in self.rows:
+            self.rows[i] = np.exp(np.array(device_logprobs(self.logits[i], self.params)).astype(np.float64))
+        return self.rows[i]
 
 
 def sample(probs: np.ndarray, rng: np.random.Generator) -> int:

@@ -124,3 +124,19 @@ def test_draft_model_equals_ar(default):
         assert got == expected, text
         accepted += sum(s.accepted for s in steps)
     assert accepted > 0
+
+
+@pytest.mark.skipif(not (SHARED / "specbench" / "dev.jsonl").exists(), reason="../shared/data is not beside the checkout")
+def test_recycle_equals_ar(default):
+    """recycle with the measured tree budget, one drafter across prompts (its table and acceptance
+    statistics carry over), on copy-heavy and free-text prompts; sampling-free, float32."""
+    from mlx_specdec.drafters.recycle import make_recycle
+
+    drafter = make_recycle(default.model)
+    for row in _specbench(["summarization", "coding", "writing"], 2):
+        ids = chat(default, row["turns"][0])
+        session = Session(default.model)
+        expected, _ = generate_ids(default.model, make_drafter("ar"), ids, 48, eos=default.tokenizer.eos_ids, session=session)
+        got, steps = generate_ids(default.model, drafter, ids, 48, eos=default.tokenizer.eos_ids, session=session)
+        assert got == expected, row["question_id"]
+    assert any(s.accepted > 0 for s in steps) or drafter.stats.trials

@@ -101,6 +101,7 @@ DRAFTERS = {
     "random-tree": lambda target, draft: (lambda seed, params: RandomTree(seed)),
     "draft-model-sampled": lambda target, draft: (lambda seed, params: DraftModel(draft, num_draft=2, params=params)),
     "lookahead": lambda target, draft: (lambda seed, params: make_drafter("lookahead", window=2, ngram=3, guesses=2, seed=seed)),
+    "recycle": lambda target, draft: (lambda seed, params: make_drafter("recycle", vocab_size=VOCAB, budget=None, num_nodes=4, max_chain=3, branches=2, table_nodes=4)),
     "redrafter": lambda target, draft: _redrafter(target, tree="beam", beam_width=2, beam_length=2),
     "redrafter-dynamic": lambda target, draft: _redrafter(target, tree="dynamic", topk=2, depth=2, num_nodes=3),
 }
@@ -127,6 +128,48 @@ def test_speculative_sampling_matches_target_distribution(setup, name):
     target, draft, exact = setup
     counts = empirical(target, DRAFTERS[name](target, draft), PARAMS)
     assert chi_square_p_value(exact, counts, RUNS) > 1e-3
+
+
+def no_renormalisation_verify(tree, probs, rng):
+    """The sibling rule with a bug: a rejected sibling's mass is not removed (no p(x) = 0 and
+    renormalise), so each later sibling and the final sample still see the full p."""
+    from mlx_specdec.sampling import sample
+
+    children = tree.children()
+    path = [0]
+    while True:
+        p = probs[path[-1]]
+        accepted = next((c for c in children[path[-1]] if rng.random() * p.sum() < p[tree.tokens[c]]), None)
+        if accepted is None:
+            return path, sample(p, rng)
+        path.append(accepted)
+
+
+FLAT = dict(temperature=2.0)  # several live tokens per step, so a rejected sibling has mass to remove
+
+
+@pytest.fixture(scope="module")
+def flat_setup(setup):
+    target, draft, _ = setup
+    return target, draft, exact_distribution(target, SamplingParams(**FLAT))
+
+
+class FanOut(RandomTree):
+    """Every token of the vocabulary as a child of the root, in id order: many siblings, and a
+    fixed order (a random one would average a sibling bug's bias out)."""
+
+    def propose(self, root):
+        return Tree(np.array([root] + list(range(VOCAB))), np.array([-1] + [0] * VOCAB))
+
+
+def test_sibling_rule_without_renormalisation_is_caught(flat_setup, monkeypatch):
+    import mlx_specdec.generate as generate
+
+    target, draft, exact = flat_setup
+    assert chi_square_p_value(exact, empirical(target, lambda seed, params: FanOut(seed), FLAT), RUNS) > 1e-3
+    monkeypatch.setattr(generate, "verify_deterministic", no_renormalisation_verify)
+    counts = empirical(target, lambda seed, params: FanOut(seed), FLAT)
+    assert chi_square_p_value(exact, counts, RUNS) < 1e-3
 
 
 def test_biased_rule_is_caught(setup):

@@ -26,6 +26,7 @@ def bench(
     temp: float = typer.Option(0.0, "--temp", help="Sampling temperature; 0 = greedy (the only mode where outputs are compared)."),
     top_p: float = typer.Option(1.0, "--top-p", help="Nucleus sampling mass."),
     top_k: int = typer.Option(0, "--top-k", help="Keep only the k most likely tokens (0 = off)."),
+    min_p: opts.MinP = 0.0,
     seed: opts.Seed = None,
     dtype: opts.Dtype = None,
     peers: Optional[str] = typer.Option(None, "--peers", help="Other implementations to run on the same prompts: mlx-lm."),
@@ -41,7 +42,7 @@ def bench(
     from ..generate import Session
     from ..sampling import SamplingParams
 
-    params = SamplingParams(temperature=temp, top_p=top_p, top_k=top_k, seed=seed)
+    params = SamplingParams(temperature=temp, top_p=top_p, top_k=top_k, min_p=min_p, seed=seed)
     names = [lib.BASELINE] + [m for m in dict.fromkeys(_split(methods)) if m != lib.BASELINE]
     peer_names = list(dict.fromkeys(_split(peers)))
     for p in peer_names:
@@ -60,7 +61,7 @@ def bench(
 
     loaded = load_target(model, dtype)
     settings = dict(model=str(loaded.path), dtype=loaded.dtype, max_tokens=max_tokens, temperature=temp, top_p=top_p,
-                    top_k=top_k, seed=seed, methods=names, peers=peer_names, draft_model=method_options.draft_model, num_draft=method_options.num_draft,
+                    top_k=top_k, min_p=min_p, seed=seed, methods=names, peers=peer_names, draft_model=method_options.draft_model, num_draft=method_options.num_draft,
                     prompts=[str(p) for p in (prompts or [lib.default_prompt_file()])], categories=_split(categories),
                     limit=limit)
     rows = lib.load_report(out_path, settings)["results"] if resume and out_path.exists() else []
@@ -117,8 +118,8 @@ def _method_variant(name: str) -> None:
     base, _, variant = name.partition(":")
     if base not in METHODS:
         raise UserError(f"unknown method {base!r} (choose from: {', '.join(METHODS)})")
-    if variant and (base != "redrafter" or variant not in ("beam", "dynamic")):
-        raise UserError(f"unknown method variant {name!r} (only redrafter:beam and redrafter:dynamic)")
+    if variant and (base, variant) not in (("redrafter", "beam"), ("redrafter", "dynamic"), ("recycle", "context")):
+        raise UserError(f"unknown method variant {name!r} (only redrafter:beam, redrafter:dynamic and recycle:context)")
 
 
 def _split(text: Optional[str]) -> list[str]:

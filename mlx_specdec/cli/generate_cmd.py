@@ -19,11 +19,12 @@ def generate(
     prompt: Optional[str] = typer.Option(None, "--prompt", "-p", help="The user message (the chat template is applied unless --raw); - reads it from stdin, @FILE from a file (@@ for a literal @)."),
     prompt_file: Optional[Path] = typer.Option(None, "--prompt-file", help="Read the user message from this file (- = stdin) instead of --prompt."),
     model: opts.Model = None,
-    method: str = typer.Option("ar", "--method", help="Decoding method: ar, pld, draft-model, lookahead, redrafter."),
+    method: Optional[str] = typer.Option(None, "--method", help="Decoding method: ar, pld, draft-model, lookahead, recycle, redrafter (default: as chat's)."),
     max_tokens: int = typer.Option(256, "--max-tokens", min=1, help="Stop after this many new tokens."),
     temp: float = typer.Option(0.0, "--temp", help="Sampling temperature; 0 = greedy."),
     top_p: float = typer.Option(1.0, "--top-p", help="Nucleus sampling: keep the most likely tokens up to this mass."),
     top_k: int = typer.Option(0, "--top-k", help="Keep only the k most likely tokens (0 = off)."),
+    min_p: opts.MinP = 0.0,
     seed: opts.Seed = None,
     dtype: opts.Dtype = None,
     system: Optional[str] = typer.Option(None, "--system", help="A system prompt."),
@@ -39,9 +40,16 @@ def generate(
     from ..textgen import Generation, stream_text
 
     prompt = read_prompt(prompt, prompt_file)
-    params = SamplingParams(temperature=temp, top_p=top_p, top_k=top_k, seed=seed)
-    method_options.check(method)
+    params = SamplingParams(temperature=temp, top_p=top_p, top_k=top_k, min_p=min_p, seed=seed)
     loaded = load_target(model, dtype)
+    if method is None:
+        import mlx.core as mx
+
+        from ..drafters import default_method
+
+        on_gpu = mx.default_device().type == mx.DeviceType.gpu
+        method = default_method(on_gpu, lambda: _redrafter_ships(loaded))
+    method_options.check(method)
     draft = build_drafter(method, loaded, params, method_options)
     if raw:
         ids = loaded.tokenizer.encode(prompt, add_special_tokens=True)
@@ -69,3 +77,9 @@ def generate(
         console.print(f"[dim]{method}: {stats.new_tokens} tokens, {stats.tokens_per_s:.1f} tok/s, "
                       f"tau {stats.tau:.2f}, prefill {stats.prefill_tokens} tokens in {stats.prefill_s:.2f}s ({loaded.dtype})[/]")
 
+
+
+def _redrafter_ships(loaded) -> bool:
+    from ..drafters.redrafter import find_shipped_head
+
+    return find_shipped_head(loaded.model) is not None

@@ -11,15 +11,18 @@ METHODS = {
     "pld": "prompt lookup: copies continuations of repeated n-grams, no weights",
     "draft-model": "a smaller model with the same tokenizer drafts a chain (--draft-model PATH)",
     "lookahead": "lookahead decoding: Jacobi iterations fill an n-gram pool, no weights (--window --ngram --guesses)",
+    "recycle": "training-free draft trees: suffix-automaton matches over the context + Token Recycling's table, one budgeted tree, no weights",
     "redrafter": "ReDrafter: a trained recurrent head drafts beams or a dynamic tree (--tree beam|dynamic, --drafter HEAD_DIR)",
 }
 
 
 def default_method(on_gpu: bool, redrafter_available) -> str:
-    """The method ``chat`` uses when none is asked for: ``redrafter`` on a GPU when a head ships for
-    the model (``redrafter_available()`` is only called there), else ``pld``. On a CPU a draft tree
-    costs nearly its size in compute: over 40 Spec-Bench prompts on this project's 2-core CPU, pld
-    was the fastest method (README "Results"), ahead of redrafter."""
+    """The method ``chat`` and ``generate`` use when none is asked for: ``redrafter`` on a GPU when
+    a head ships for the model (``redrafter_available()`` is only called there), else ``pld``. On
+    a CPU a draft tree costs nearly its size in compute: over Spec-Bench prompts on this project's
+    2-core CPU pld was the fastest method (README "Results"), ahead of redrafter and of recycle
+    (recycle drafts more tokens per forward, tau 2.1-2.3 against 1.7-1.8, but its larger trees
+    cost more than they gain there)."""
     return "redrafter" if on_gpu and redrafter_available() else "pld"
 
 
@@ -41,6 +44,10 @@ def make_drafter(name: str, **options) -> Drafter:
         from .lookahead import Lookahead
 
         return Lookahead(**options)
+    if name == "recycle":
+        from .recycle import make_recycle
+
+        return make_recycle(**options)
     if name == "redrafter":
         from .redrafter import make_redrafter
 

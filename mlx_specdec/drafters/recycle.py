@@ -1,0 +1,224 @@
+"""Training-free draft trees: a suffix automaton and Token Recycling merged into one budgeted tree.
+
+No weights, so it serves any model from its first prompt. Two sources propose candidates:
+
+- **context** (:class:`~.suffix_automaton.SuffixAutomaton` over the prompt, earlier turns and the
+  answer so far): the longest earlier match of the current suffix and what followed it, one chain
+  per distinct next token (up to ``branches``, the most frequent first), up to ``max_chain``
+  tokens each. Prompt lookup's fixed n-gram match is the special case of one chain.
+- **table** (:class:`~.adjacency.AdjacencyTable`, Token Recycling): the target's own top-8 next
+  tokens for every token it processed, with their probabilities, kept across prompts; grown from
+  the root best-first by path confidence (EAGLE-2's rule) instead of a fixed template.
+
+Every candidate node gets an estimated probability of being accepted, the product along its path
+of conditional acceptance rates that are *measured* as the session runs (Beta counts, each node
+whose parent was accepted is one trial): per (match length, branch rank, depth) for context
+chains, per stored-probability bin for table nodes. A node both sources propose takes the higher
+estimate. Candidates are merged into one prefix tree (shared prefixes verified once), ranked by
+that estimate, and cut by :meth:`~.tree_budget.TreeBudget.best_cut`: expected accepted tokens
+(the sum of the kept nodes' estimates) per second of the timed forward for that many tokens plus
+the drafter's own time. So a node joins only where it pays for the forward it costs: on a 2-core
+CPU that is mostly long context matches; where extra nodes are nearly free (a GPU) the table's
+guesses join too.
+
+Worked example (root r = 7; context chain [8, 9, 4] with estimates 0.9, 0.8, 0.5; table row of
+7 = [8, 5] whose estimates are 0.6, 0.3, and row of 5 = [6] at 0.1)::
+
+    candidates  8 (0.9, both)  9 (0.8)  4 (0.5)  5 (0.3)  6 (0.03)
+    tree        node   0  1  2  3  4          (cut to 4 drafted nodes)
+                token  7  8  5  9  4
+                parent -1 0  0  1  3
+                depth  0  1  1  2  3
+
+Nodes are ordered by depth, siblings best first (the sampling rule tries children in order).
+Drafts are deterministic, so sampling uses the sibling rule (``verify_deterministic``).
+"""
+
+from __future__ import annotations
+
+import heapq
+import time
+
+import numpy as np
+
+from ..tree import Tree
+from .adjacency import AdjacencyTable
+from .suffix_automaton import SuffixAutomaton
+
+MATCH_BUCKETS = (1, 2, 3, 5, 9, 17)  # match length lower bounds: 1, 2, 3-4, 5-8, 9-16, 17+
+MATCH_PRIOR = (0.2, 0.35, 0.5, 0.65, 0.75, 0.85)  # acceptance per node before any evidence
+PROB_BINS = np.array([0.0, 0.05, 0.15, 0.3, 0.5, 0.7, 0.9])  # table probability bin lower bounds
+PRIOR_TRIALS = 4.0
+
+
+def _bucket(length: int) -> int:
+    return int(np.searchsorted(MATCH_BUCKETS, length, side="right")) - 1
+
+
+class AcceptanceStats:
+    """Beta counts of "accepted given its parent was" per source key, with a prior mean."""
+
+    def __init__(self):
+        self.hits: dict = {}
+        self.trials: dict = {}
+
+    def rate(self, key, prior: float) -> float:
+        return (self.hits.get(key, 0.0) + PRIOR_TRIALS * prior) / (self.trials.get(key, 0.0) + PRIOR_TRIALS)
+
+    def observe(self, key, accepted: bool) -> None:
+        self.hits[key] = self.hits.get(key, 0.0) + accepted
+        self.trials[key] = self.trials.get(key, 0.0) + 1.0
+
+
+class Candidates:
+    """A prefix trie of candidate nodes (node 0 = the root) with estimates and source keys."""
+
+    def __init__(self, root: int):
+        self.tokens, self.parents, self.values = [root], [-1], [1.0]
+        self.keys: list[list] = [[]]
+        self.children: dict[tuple[int, int], int] = {}
+
+    def add(self, parent: int, token: int, value: float, key) -> int:
+        node = self.children.get((parent, token))
+        value = min(value, self.values[parent])
+        if node is None:
+            node = len(self.tokens)
+            self.children[(parent, token)] = node
+            self.tokens.append(token)
+            self.parents.append(parent)
+            self.values.append(value)
+            self.keys.append([])
+        else:
+            self.values[node] = max(self.values[node], value)
+        self.keys[node].append(key)
+        return node
+
+    def ranked(self) -> list[int]:
+        """Node ids (root excluded) best first, every parent before its children."""
+        values = np.asarray(self.values)
+        parents = np.asarray(self.parents)
+        depth = np.zeros(len(values), dtype=np.int64)
+        for i in range(1, len(values)):
+            depth[i] = depth[parents[i]] + 1
+        return [int(i) for i in np.lexsort((depth, -values)) if i]  # value desc, shallower first on ties
+
+    def tree(self, kept: list[int]) -> tuple[Tree, np.ndarray]:
+        """The tree of ``kept`` nodes (closed under parents); returns it and its candidate ids."""
+        values = np.asarray(self.values)
+        depth = {0: 0}
+        for i in sorted(kept):
+            depth[i] = depth[self.parents[i]] + 1
+        order = sorted(kept, key=lambda i: (depth[i], -values[i], i))
+        new_id = {0: 0}
+        for j, i in enumerate(order):
+            new_id[i] = j + 1
+        tokens = [self.tokens[0]] + [self.tokens[i] for i in order]
+        parents = [-1] + [new_id[self.parents[i]] for i in order]
+        return Tree(np.array(tokens), np.array(parents)), np.array([0] + order)
+
+
+class Recycle:
+    name = "recycle"
+
+    def __init__(self, vocab_size: int, budget=None, num_nodes: int | None = None, max_chain: int = 16,
+                 branches: int = 3, table: bool = True, table_nodes: int = 16, k: int = 8):
+        self.sam = SuffixAutomaton()
+        self.table = AdjacencyTable(vocab_size, k) if table else None
+        self.stats = AcceptanceStats()
+        self.budget, self.num_nodes = budget, num_nodes  # a TreeBudget, or a fixed node count
+        self.max_chain, self.branches, self.table_nodes = max_chain, branches, table_nodes
+        self.overhead_s = 0.0  # running mean of propose + commit time
+        self._t_propose = 0.0
+        self._candidates: Candidates | None = None
+        self._ids = np.zeros(1, dtype=np.int64)
+
+    def reset(self, context, hidden) -> None:
+        context = [int(t) for t in context]
+        history = self.sam.history
+        if len(history) <= len(context) and context[: len(history)] == history:
+            self.sam.extend_all(context[len(history) :])  # the next turn of the same conversation
+        else:
+            self.sam = SuffixAutomaton(context)
+
+    def _context_candidates(self, cands: Candidates) -> None:
+        length = self.sam.match_length
+        if not length:
+            return
+        bucket = _bucket(length)
+        for rank, chain in enumerate(self.sam.continuations(self.max_chain, self.branches)):
+            node, value = 0, 1.0
+            for d, token in enumerate(chain, start=1):
+                key = ("ctx", bucket, min(rank, 1), min(d, 8))
+                value *= self.stats.rate(key, MATCH_PRIOR[bucket])
+                node = cands.add(node, token, value, key)
+
+    def _table_candidates(self, cands: Candidates, floor: float) -> None:
+        """Best-first growth from the root: expand the most probable frontier node into its row."""
+        heap = [(-1.0, 0)]
+        added = 0
+        while heap and added < self.table_nodes:
+            neg, node = heapq.heappop(heap)
+            ids, probs = self.table.row(cands.tokens[node])
+            for token, p in zip(ids.tolist(), probs.tolist()):
+                key = ("tab", int(np.searchsorted(PROB_BINS, p, side="right")) - 1)
+                value = -neg * self.stats.rate(key, 0.8 * p)
+                if value < floor:
+                    break  # rows are best first
+                child = cands.add(node, token, value, key)
+                added += 1
+                heapq.heappush(heap, (-cands.values[child], child))
+
+    def propose(self, root: int) -> Tree:
+        t0 = time.perf_counter()
+        self.sam.extend(int(root))
+        cands = Candidates(int(root))
+        self._context_candidates(cands)
+        if self.table is not None:
+            self._table_candidates(cands, floor=0.02)
+        ranked = cands.ranked()
+        if self.num_nodes is not None:
+            n = min(self.num_nodes, len(ranked))
+        elif self.budget is not None:
+            n = self.budget.best_cut([cands.values[i] for i in ranked], self.overhead_s)
+        else:
+            n = len(ranked)
+        kept = _close_under_parents(cands, ranked[:n])
+        tree, self._ids = cands.tree(kept)
+        self._candidates = cands
+        self._t_propose = time.perf_counter() - t0
+        return tree
+
+    def commit(self, tree, path, hidden, logits) -> None:
+        t0 = time.perf_counter()
+        cands, ids = self._candidates, self._ids
+        accepted = set(path)
+        for node in range(1, tree.num_nodes):  # a trial for each node whose parent was accepted
+            if int(tree.parents[node]) in accepted:
+                for key in cands.keys[ids[node]]:
+                    self.stats.observe(key, node in accepted)
+        if self.table is not None:
+            self.table.update(tree.tokens, logits, path)
+        self.sam.extend_all(tree.tokens[path[1:]].tolist())
+        spent = self._t_propose + time.perf_counter() - t0
+        self.overhead_s = spent if not self.overhead_s else 0.9 * self.overhead_s + 0.1 * spent
+
+
+def _close_under_parents(cands: Candidates, nodes: list[int]) -> list[int]:
+    kept = set(nodes)
+    for i in nodes:
+        p = cands.parents[i]
+        while p > 0 and p not in kept:  # cannot happen for ranked prefixes; kept for safety
+            kept.add(p)
+            p = cands.parents[p]
+    return sorted(kept)
+
+
+def make_recycle(target=None, vocab_size: int | None = None, budget=True, **options) -> Recycle:
+    """A Recycle drafter for ``target``; ``budget=True`` loads/measures this device's cost table."""
+    if vocab_size is None:
+        vocab_size = target.args.vocab_size
+    if budget is True:
+        from .tree_budget import TreeBudget
+
+        budget = TreeBudget.for_target(target, max_nodes=24)
+    return Recycle(vocab_size, budget=budget, **options)

@@ -1,0 +1,127 @@
+"""recycle: the merged tree of the worked example, and greedy equality with ar on tiny models."""
+
+import numpy as np
+import pytest
+
+from mlx_specdec.drafters import make_drafter
+from mlx_specdec.drafters.recycle import Candidates, Recycle
+from mlx_specdec.drafters.tree_budget import TreeBudget
+from mlx_specdec.generate import Session
+
+from conftest import generate_ids, tiny_model
+from test_lossless_greedy import _prompts
+
+COSTS = {1: 0.050, 2: 0.059, 4: 0.077, 8: 0.086, 12: 0.125, 16: 0.098, 24: 0.150, 32: 0.2}
+
+
+def test_worked_example_merged_tree():
+    """The module docstring's example: context chain [8 9 4], table row of 7 = [8 5], of 5 = [6]."""
+    cands = Candidates(7)
+    a = cands.add(0, 8, 0.9, "ctx")
+    b = cands.add(a, 9, 0.8, "ctx")
+    cands.add(b, 4, 0.5, "ctx")
+    assert cands.add(0, 8, 0.6, "tab") == a  # shared prefix: one node, the higher estimate
+    c = cands.add(0, 5, 0.3, "tab")
+    cands.add(c, 6, 0.1 * 0.3, "tab")
+    assert cands.values[a] == 0.9 and cands.keys[a] == ["ctx", "tab"]
+    ranked = cands.ranked()
+    assert [cands.tokens[i] for i in ranked] == [8, 9, 4, 5, 6]
+    tree, ids = cands.tree(ranked[:4])
+    assert tree.tokens.tolist() == [7, 8, 5, 9, 4]
+    assert tree.parents.tolist() == [-1, 0, 0, 1, 3]
+    assert tree.depth.tolist() == [0, 1, 1, 2, 3]
+
+
+def test_a_child_never_scores_above_its_parent():
+    cands = Candidates(1)
+    a = cands.add(0, 2, 0.3, "x")
+    b = cands.add(a, 3, 0.9, "x")
+    assert cands.values[b] == 0.3 and cands.ranked() == [a, b]
+
+
+def test_budget_cut_by_hand():
+    budget = TreeBudget({1: 0.05, 2: 0.06, 3: 0.1}, max_nodes=8)
+    assert budget.best_cut([0.6, 0.3]) == 1  # 20 / 26.7 / 19 tokens per second
+    assert budget.best_cut([0.05]) == 0  # 20 against 1.05 / 0.06 = 17.5
+    assert budget.best_cut([0.99, 0.99]) == 1  # 33.2 against 2.98 / 0.1 = 29.8
+    flat = TreeBudget({1: 0.05, 2: 0.06, 3: 0.065}, max_nodes=8)
+    assert flat.best_cut([0.99, 0.99]) == 2  # 2.98 / 0.065 = 45.8
+    assert TreeBudget({1: 0.05, 2: 0.06, 3: 0.065}, max_nodes=1).best_cut([0.99, 0.99]) == 1  # capped
+
+
+def _drafters(target):
+    vocab = target.args.vocab_size
+    return {
+        "budget": Recycle(vocab, budget=TreeBudget(COSTS, max_nodes=24)),
+        "fixed-8": Recycle(vocab, num_nodes=8),
+        "all-candidates": Recycle(vocab, max_chain=5, branches=4),
+        "no-table": Recycle(vocab, num_nodes=6, table=False),
+    }
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_greedy_equals_autoregressive(seed):
+    target = tiny_model("llama", seed=seed, scale=3.0)
+    for name in _drafters(target):
+        drafter = _drafters(target)[name]  # one drafter across prompts: its table and stats carry over
+        for prompt in _prompts(seed):
+            for max_tokens in (1, 7, 33):
+                expected, _ = generate_ids(target, make_drafter("ar"), prompt, max_tokens)
+                got, steps = generate_ids(target, drafter, prompt, max_tokens)
+                assert got == expected, (name, seed, prompt, max_tokens)
+                assert len(got) == max_tokens and steps[-1].finish == "length"
+
+
+def test_drafts_are_accepted_and_rejected():
+    target = tiny_model("llama", seed=1, scale=3.0)
+    drafter = Recycle(target.args.vocab_size, max_chain=5, branches=4)
+    accepted = proposed = branched = 0
+    for prompt in _prompts(1):
+        _, steps = generate_ids(target, drafter, prompt, 33)
+        accepted += sum(s.accepted for s in steps)
+        proposed += sum(s.proposed for s in steps)
+        branched += sum(s.proposed > s.max_depth for s in steps)
+    assert 0 < accepted < proposed and branched > 0
+
+
+def test_eos_inside_an_accepted_run():
+    target = tiny_model("qwen2", seed=5, scale=3.0)
+    prompt = [3, 4, 5, 6, 3, 4, 5, 6, 3, 4]
+    reference, _ = generate_ids(target, make_drafter("ar"), prompt, 40)
+    hits = 0
+    for position in range(3, 30, 4):
+        eos = [reference[position]]
+        expected = reference[: reference.index(eos[0])]
+        got, steps = generate_ids(target, Recycle(target.args.vocab_size, num_nodes=8), prompt, 40, eos=eos)
+        assert got == expected and steps[-1].finish == "eos"
+        hits += any(s.accepted > 0 and s.finish == "eos" for s in steps)
+    assert hits > 0
+
+
+def test_output_runs_to_the_end_of_the_context():
+    target = tiny_model("llama", seed=3, scale=3.0, max_position_embeddings=40)
+    prompt = [5, 6, 7, 8, 5, 6, 7, 8, 5, 6]
+    expected, _ = generate_ids(target, make_drafter("ar"), prompt, 100, session=Session(target, 40))
+    got, steps = generate_ids(target, Recycle(target.args.vocab_size, num_nodes=8), prompt, 100, session=Session(target, 40))
+    assert got == expected and steps[-1].finish == "length"
+    assert any(s.forward_tokens > 1 for s in steps)
+
+
+def test_multi_turn_extends_the_automaton():
+    """A second turn that continues the first conversation keeps the automaton (and matches it)."""
+    target = tiny_model("llama", seed=0, scale=3.0)
+    session, drafter = Session(target), Recycle(target.args.vocab_size, num_nodes=8)
+    first = [1, 2, 3, 4, 5, 1, 2, 3]
+    out, _ = generate_ids(target, drafter, first, 10, session=session)
+    states = drafter.sam.num_states
+    second = first + out + [9, 9]
+    got, _ = generate_ids(target, drafter, second, 10, session=session)
+    expected, _ = generate_ids(target, make_drafter("ar"), second, 10)
+    assert got == expected and drafter.sam.num_states > states
+    assert drafter.sam.history[: len(second)] == second
+
+
+def test_make_drafter_builds_it():
+    target = tiny_model("llama", seed=0)
+    drafter = make_drafter("recycle", target=target, budget=TreeBudget(COSTS), max_chain=4)
+    assert drafter.name == "recycle" and drafter.table.tokens.shape == (97, 8)
