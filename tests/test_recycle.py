@@ -103,7 +103,7 @@ def test_output_runs_to_the_end_of_the_context():
     prompt = [5, 6, 7, 8, 5, 6, 7, 8, 5, 6]
     expected, _ = generate_ids(target, make_drafter("ar"), prompt, 100, session=Session(target, 40))
     got, steps = generate_ids(target, Recycle(target.args.vocab_size, num_nodes=8), prompt, 100, session=Session(target, 40))
-    assert got == expected and steps[-1].finish == "length"
+    assert got == expected and steps[-1].finish == "context"
     assert any(s.forward_tokens > 1 for s in steps)
 
 
