@@ -71,7 +71,26 @@ def build_drafter(method: str, loaded, params, num_draft=None, draft_model=None,
         options = redrafter_options(loaded.model, drafter_path, tree, extra)
         with console.status("Preparing the ReDrafter head (the first run on a device measures its forward cost)..."):
             return make_drafter(method, **options)
+    elif method == "eagle":
+        options = eagle_options(loaded.model, drafter_path, tree, extra)
+        with console.status("Preparing the EAGLE-3 head (the first run on a device measures its forward cost)..."):
+            return make_drafter(method, **options)
     return make_drafter(method, **options)
+
+
+def eagle_options(target, drafter_path, tree, extra: dict) -> dict:
+    """``make_eagle`` keywords from the CLI's: a dynamic tree, sized 'auto' unless --tree-size is given."""
+    from .options import BEAM_ONLY, REDRAFTER_LOOKUP
+
+    shape = {k: v for k, v in extra.items() if v is not None}
+    if tree not in (None, "dynamic") or BEAM_ONLY.keys() & shape.keys():
+        raise UserError("--method eagle drafts dynamic trees only (no --tree beam, --beam-width, --beam-length)")
+    lookup = shape.pop("lookup", REDRAFTER_LOOKUP)
+    if lookup < 0:
+        raise UserError(f"--lookup must be >= 0, got {lookup}")
+    if "num_nodes" not in shape and "budget" not in shape:
+        shape["budget"] = True
+    return dict(target=target, head_path=drafter_path, lookup=lookup, **shape)
 
 
 def redrafter_options(target, drafter_path, tree, extra: dict) -> dict:

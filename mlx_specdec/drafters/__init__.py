@@ -12,6 +12,7 @@ METHODS = {
     "draft-model": "a smaller model with the same tokenizer drafts a chain (--draft-model PATH)",
     "lookahead": "lookahead decoding: Jacobi iterations fill an n-gram pool, no weights (--window --ngram --guesses)",
     "redrafter": "ReDrafter: a trained recurrent head drafts beams or a dynamic tree (--tree beam|dynamic, --drafter HEAD_DIR)",
+    "eagle": "EAGLE-3: a one-layer head on three target layers drafts EAGLE-2's dynamic tree (--drafter EAGLE3_DIR, published layout)",
 }
 
 
@@ -45,4 +46,8 @@ def make_drafter(name: str, **options) -> Drafter:
         from .redrafter import make_redrafter
 
         return make_redrafter(**options)
+    if name == "eagle":
+        from .eagle import make_eagle
+
+        return make_eagle(**options)
     raise UserError(f"unknown method {name!r} (choose from: {', '.join(METHODS)})")
