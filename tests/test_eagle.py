@@ -281,3 +281,82 @@ def test_cli_rejects_a_head_that_does_not_fit_in_one_line(tmp_path):
     result = _cli("generate", "-m", str(model), "-p", "hi", "--method", "eagle", "--drafter", str(bad), "--max-tokens", "3")
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert "hidden size 32" in result.stdout + result.stderr
+
+
+# -- training (online: the target reads each batch) ------------------------------------------------
+
+
+def _own_answers(target, prompts, n=40):
+    """(prompt, the target's greedy answer) pairs."""
+    from mlx_specdec.train.generate import _batched_greedy
+
+    rows = _batched_greedy(target, prompts, n, set(), 0)
+    return [(p, r[0][1:].tolist()) for p, r in zip(prompts, rows)]
+
+
+@pytest.fixture(scope="module")
+def trained_eagle(tmp_path_factory):
+    from mlx_specdec.train.eagle_trainer import EagleTrainConfig, EagleTrainer
+
+    """A random tiny target is a random function of its context, so a head cannot generalise to new
+    prompts in a few seconds of training: the pipeline is checked by fitting its data (acceptance on
+    answers it trained on rises), and held-out generalisation is measured on the real model."""
+    target = _target(seed=3, scale=4.0)
+    pairs = _own_answers(target, _prompts(0, 48))
+    held = pairs[:8]
+    work = tmp_path_factory.mktemp("eagle")
+    config = EagleTrainConfig(steps=100, batch_tokens=512, unroll=3, top_k=4, draft_vocab=64, lr=1e-2, warmup=5, eval_every=50, checkpoint_every=20)
+    trainer = EagleTrainer(target, pairs, work / "run", config, eval_answers=held)
+    before = trainer.evaluate()
+    losses = []
+    after = trainer.train(lambda event: losses.append(event.loss))
+    trainer.export(work / "head")
+    return target, work, trainer, losses, before, after, pairs, held, config
+
+
+def test_eagle_training_lowers_the_loss_and_raises_acceptance(trained_eagle):
+    target, work, trainer, losses, before, after, *_ = trained_eagle
+    assert np.mean(losses[-10:]) < 0.7 * np.mean(losses[:3])
+    assert after["chain_tau"] > before["chain_tau"] + 0.2 and after["top1_d1"] > before["top1_d1"]
+    assert set(after) >= {"top1_d1", "top1_d2", "top1_d3", "chain_tau"}
+    head = load_eagle3_head(work / "head", target)
+    assert head.draft_vocab_size == 64 and json.loads((work / "head" / "config.json").read_text())["draft_vocab_size"] == 64
+
+
+def test_the_trained_head_drafts_accepted_tokens_losslessly(trained_eagle):
+    target, work, *_ = trained_eagle
+    head = load_eagle3_head(work / "head", target)
+    accepted = 0
+    for prompt in _prompts(0, 4):  # prompts it trained on (see trained_eagle)
+        expected, _ = generate_ids(target, make_drafter("ar"), prompt, 30)
+        got, steps = generate_ids(target, Eagle(target, head, topk=3, depth=4, num_nodes=8), prompt, 30)
+        assert got == expected
+        accepted += sum(s.accepted for s in steps)
+    assert accepted > 20
+
+
+def test_eagle_training_resumes_to_the_same_weights(trained_eagle, tmp_path):
+    from mlx.utils import tree_flatten
+
+    from mlx_specdec.train.eagle_trainer import EagleTrainConfig, EagleTrainer
+
+    target, _, _, _, _, _, pairs, held, config = trained_eagle
+    config = EagleTrainConfig(**{**config.__dict__, "steps": 9, "checkpoint_every": 4, "eval_every": 3})
+    straight = EagleTrainer(target, pairs, tmp_path / "a", config, held)
+    straight.train()
+
+    class Stop(Exception):
+        pass
+
+    def stop(event):
+        if event.step == 6:
+            raise Stop
+
+    with pytest.raises(Stop):
+        EagleTrainer(target, pairs, tmp_path / "b", config, held).train(stop)
+    resumed = EagleTrainer(target, pairs, tmp_path / "b", config, held)
+    assert resumed.try_resume() and resumed.step == 4
+    resumed.train()
+    assert [r["step"] for r in resumed.history] == [3, 6, 9]
+    for (name, x), (_, y) in zip(tree_flatten(straight.head.trainable_parameters()), tree_flatten(resumed.head.trainable_parameters())):
+        assert np.allclose(np.array(x), np.array(y), atol=1e-5), name

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -87,7 +88,7 @@ class Eagle3Head(nn.Module):
         hd = head_dim or config.get("head_dim") or D // H
         Vd = config.get("draft_vocab_size") or config["vocab_size"]
         eps = config.get("rms_norm_eps", 1e-5)
-        self.config = config
+        self._holder = SimpleNamespace(config=config)  # a dict attribute would join the parameters
         self.n_heads, self.n_kv_heads, self.head_dim = H, Hkv, hd
         self.fc = nn.Linear(3 * D, D, bias=False)
         self.midlayer = nn.Module()
@@ -111,6 +112,10 @@ class Eagle3Head(nn.Module):
         self._rope_freqs = rope_frequencies(hd, self.rope_theta, config.get("rope_scaling"))
         self._draft_ids = None
         self.target_layers = (config.get("mlx_specdec") or {}).get("target_num_hidden_layers", 0)  # set at load
+
+    @property
+    def config(self) -> dict:
+        return self._holder.config
 
     @property
     def taps(self) -> list[int]:
