@@ -306,7 +306,7 @@ def trained_eagle(tmp_path_factory):
     held = pairs[:8]
     work = tmp_path_factory.mktemp("eagle")
     config = EagleTrainConfig(steps=100, batch_tokens=512, unroll=3, top_k=4, draft_vocab=64, lr=1e-2, warmup=5, eval_every=50, checkpoint_every=20)
-    trainer = EagleTrainer(target, pairs, work / "run", config, eval_answers=held)
+    trainer = EagleTrainer(target, pairs, work / "run", config, eval_answers=held, side_shards=work / "redrafter-data")
     before = trainer.evaluate()
     losses = []
     after = trainer.train(lambda event: losses.append(event.loss))
@@ -321,6 +321,28 @@ def test_eagle_training_lowers_the_loss_and_raises_acceptance(trained_eagle):
     assert set(after) >= {"top1_d1", "top1_d2", "top1_d3", "chain_tau"}
     head = load_eagle3_head(work / "head", target)
     assert head.draft_vocab_size == 64 and json.loads((work / "head" / "config.json").read_text())["draft_vocab_size"] == 64
+
+
+def test_side_shards_hold_the_same_tokens_for_a_redrafter_head(trained_eagle):
+    from mlx_specdec.train.eagle_trainer import redrafter_depth_metrics
+    from mlx_specdec.train.trainer import DistillData, Trainer, TrainConfig
+
+    target, work, trainer, *_ , pairs, held, config = trained_eagle
+    data = DistillData(work / "redrafter-data")
+    epoch = {j for g in trainer.groups for j in g}
+    assert len(list((work / "redrafter-data").glob("shard-*.safetensors"))) == len(trainer.groups)  # first epoch only
+    assert len(data.tokens) == sum(len(pairs[j][1]) + 1 for j in epoch)
+    # the stored labels are the target's own argmax after each token
+    first = trainer.groups[np.random.default_rng([config.seed, 0]).permutation(len(trainer.groups))[0]][0]  # step 0's first row
+    p, a = pairs[first]
+    logits, _ = target(mx.array(p + a)[None])
+    argmax = np.array(mx.argmax(logits[0], axis=-1))
+    n = len(a) + 1
+    assert data.tokens[:n].tolist() == (p + a)[len(p) - 1 :] and data.labels[:n].tolist() == argmax[len(p) - 1 :].tolist()
+    redrafter = Trainer(target, data, work / "rd-run", TrainConfig(steps=5, batch_size=32, vocab_subset=64, eval_every=5))
+    redrafter.train()
+    metrics = redrafter_depth_metrics(redrafter.head, target, held, depth=3)
+    assert set(metrics) >= {"chain_tau", "top1_d1", "top1_d3"} and metrics["positions"] > 0
 
 
 def test_the_trained_head_drafts_accepted_tokens_losslessly(trained_eagle):

@@ -93,7 +93,11 @@ def pad_rows(seqs: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
 
 class EagleTrainer:
     def __init__(self, target, pairs: Sequence[tuple[list[int], list[int]]], out_dir: str | Path,
-                 config: EagleTrainConfig = EagleTrainConfig(), eval_answers: Sequence[tuple[list[int], list[int]]] = ()):
+                 config: EagleTrainConfig = EagleTrainConfig(), eval_answers: Sequence[tuple[list[int], list[int]]] = (),
+                 side_shards: str | Path | None = None):
+        """``side_shards``: a directory where each step's batch is also written as a teacher-forced
+        ReDrafter shard (``teacher_forced.py``'s format: the target's final hidden state, its argmax
+        and top-k), so a ReDrafter head can be trained on exactly the same tokens at no extra target cost."""
         if not pairs:
             raise UserError("no training pairs (prompt, answer) to read")
         self.target, self.config, self.out_dir = target, config, Path(out_dir)
@@ -114,6 +118,7 @@ class EagleTrainer:
         self.optimizer = optim.AdamW(learning_rate=_schedule(config), weight_decay=config.weight_decay)
         self.step = 0
         self.history: list[dict] = []
+        self.side_shards = Path(side_shards) if side_shards is not None else None
         self._loss_and_grad = nn.value_and_grad(self.head, self._loss)
 
     def _set_slots(self):
@@ -135,7 +140,8 @@ class EagleTrainer:
         """
         ids, lengths = pad_rows([p + a for p, a in rows])
         starts = np.array([len(p) - 1 for p, _ in rows])
-        logits, _, tapped = self.target(mx.array(ids), taps=self.head.taps)
+        logits, hidden, tapped = self.target(mx.array(ids), taps=self.head.taps)
+        self._last_hidden = hidden
         g = mx.stop_gradient(mx.concatenate([tapped[i] for i in self.head.taps], axis=-1))
         nxt = np.concatenate([ids[:, 1:], np.zeros((len(rows), 1), np.int32)], axis=1)
         e = mx.stop_gradient(self.target.embed(mx.array(nxt)))
@@ -229,8 +235,10 @@ class EagleTrainer:
             epoch, index = divmod(self.step, len(self.groups))
             order = np.random.default_rng([config.seed, epoch]).permutation(len(self.groups))
             rows = [self.pairs[j] for j in self.groups[order[index]]]
-            e, g, slots, probs, weights, _ = self.read(rows)
+            e, g, slots, probs, weights, argmax = self.read(rows)
             mx.eval(e, g, slots, probs)
+            if self.side_shards is not None and epoch == 0:  # each pair once: the same tokens the head saw
+                self._write_side_shard(rows, argmax)
             loss, grads = self._loss_and_grad(e, g, slots, probs, weights)
             self.optimizer.update(self.head, grads)
             mx.eval(loss, state)
@@ -244,6 +252,21 @@ class EagleTrainer:
             if progress:
                 progress(event)
         return last_eval
+
+    def _write_side_shard(self, rows, argmax) -> None:
+        from .generate import save_shard
+
+        path = self.side_shards / f"shard-{self.step:05d}.safetensors"
+        if path.exists():
+            return
+        self.side_shards.mkdir(parents=True, exist_ok=True)
+        hidden, argmax = np.array(self._last_hidden.astype(mx.float16)), np.array(argmax)
+        out = []
+        for b, (p, a) in enumerate(rows):
+            lo, hi = len(p) - 1, len(p) + len(a)
+            seq = np.array(p + a, dtype=np.int32)
+            out.append((seq[lo:hi], hidden[b, lo:hi], None, None, argmax[b, lo:hi].astype(np.int32)))
+        save_shard(path, out)
 
     def export(self, path: str | Path, training: dict | None = None) -> Path:
         self.head.config["mlx_specdec"]["training"] = training or {}
