@@ -268,9 +268,43 @@ def test_a_second_turn_reuses_the_head_cache_of_the_shared_prefix():
     assert out2 == expected
 
 
-def _cli(*args):
-    env = {**__import__("os").environ, "PYTHONPATH": str(ROOT)}
+def _cli(*args, home=None):
+    import os
+
+    env = dict(os.environ, MLX_SPECDEC_NO_BLAS_REEXEC="1", **({"MLX_SPECDEC_HOME": str(home)} if home else {}))
     return subprocess.run([sys.executable, str(ROOT / "cli.py"), *args], capture_output=True, text=True, env=env, timeout=300)
+
+
+def _pairs_file(path):
+    words = "hello world the cat sat on the mat what is a hi".split()
+    rng = np.random.default_rng(0)
+    lines = [json.dumps({"prompt": " ".join(rng.choice(words, 5)), "answer": " ".join(rng.choice(words, 12))}) for _ in range(30)]
+    path.write_text("\n".join(lines))
+    return path
+
+
+def test_distill_on_gpu_script_cpu_dry_run_trains_and_the_head_drafts_losslessly(tmp_path):
+    """The GPU recipe's CPU path on a tiny model: data, training, the head written, then drafting."""
+    import os
+
+    from tiny_dir import write_tiny_model_dir
+
+    model = write_tiny_model_dir(tmp_path / "model")
+    env = dict(os.environ, DRY_RUN="1", MODEL=str(model), DATA=str(_pairs_file(tmp_path / "pairs.jsonl")), OUT=str(tmp_path / "out"),
+               PAIRS="24", STEPS="6", BATCH_TOKENS="256", EVAL_PROMPTS="4", EVAL_EVERY="3", MAX_NEW="8", EXTRA_ARGS="--draft-vocab 50 --unroll 3",
+               MLX_SPECDEC_NO_BLAS_REEXEC="1")
+    res = subprocess.run(["bash", str(ROOT / "scripts" / "distill_on_gpu.sh")], capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 0, res.stderr
+    head = tmp_path / "out" / "eagle3-head"
+    assert "eval_chain_tau" in res.stdout and (head / "model.safetensors").is_file()
+    assert not (tmp_path / "out" / "work" / "redrafter-data").exists()
+    gen = _cli("generate", "-m", str(model), "-p", "the cat sat", "--method", "eagle", "--drafter", str(head), "--max-tokens", "10", "--json",
+               home=tmp_path / "store")
+    assert gen.returncode == 0, gen.stderr
+    ar = _cli("generate", "-m", str(model), "-p", "the cat sat", "--max-tokens", "10", "--json")
+    assert json.loads(gen.stdout)["tokens"] == json.loads(ar.stdout)["tokens"]
+    bad = _cli("train-drafter", "--arch", "eagle4", "-m", str(model), "--out", str(tmp_path / "x"))
+    assert bad.returncode != 0 and "--arch must be redrafter or eagle3" in bad.stderr
 
 
 def test_cli_rejects_a_head_that_does_not_fit_in_one_line(tmp_path):
@@ -382,3 +416,28 @@ def test_eagle_training_resumes_to_the_same_weights(trained_eagle, tmp_path):
     assert [r["step"] for r in resumed.history] == [3, 6, 9]
     for (name, x), (_, y) in zip(tree_flatten(straight.head.trainable_parameters()), tree_flatten(resumed.head.trainable_parameters())):
         assert np.allclose(np.array(x), np.array(y), atol=1e-5), name
+
+
+# -- the default model (slow) ------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_greedy_equals_autoregressive_on_the_default_model(tmp_path):
+    """SmolLM2-135M (float32) with an EAGLE-3 head in the published layout (the shipped one when
+    there is one, else random weights of the right shapes) drafting budgeted trees plus lookup."""
+    from mlx_specdec.drafters.eagle import find_shipped_eagle_head
+    from mlx_specdec.loader import load
+    from mlx_specdec.store import default_model_dir
+
+    loaded = load(default_model_dir(), "float32")
+    target = loaded.model
+    path = find_shipped_eagle_head(target)
+    if path is None:
+        save_eagle3_head(random_head(target, Vd=2048), tmp_path / "head")
+        path = tmp_path / "head"
+    drafter = make_drafter("eagle", target=target, head_path=path, budget=TreeBudget({1: 0.03, 8: 0.04, 16: 0.06, 32: 0.1}, max_nodes=16), lookup=2)
+    for text in ["Write a haiku about the sea.", "Repeat after me: the cat sat on the mat, the cat sat on the mat."]:
+        ids = loaded.tokenizer.chat_ids([{"role": "user", "content": text}])
+        expected, _ = generate_ids(target, make_drafter("ar"), ids, 48)
+        got, steps = generate_ids(target, drafter, ids, 48)
+        assert got == expected

@@ -52,6 +52,7 @@ def train_drafter(
     draft_vocab: int = typer.Option(4096, "--draft-vocab", help="eagle3: draft vocabulary size (the most frequent answer tokens of the data; 0 = all)."),
     unroll: int = typer.Option(7, "--unroll", help="eagle3: training-time test steps (the head runs on its own outputs)."),
     batch_tokens: int = typer.Option(2048, "--batch-tokens", help="eagle3: target tokens read per training step."),
+    train_minutes: Optional[float] = typer.Option(None, "--train-minutes", help="eagle3: stop training after this long (evaluates, checkpoints and writes the head)."),
     eval_prompts: int = typer.Option(16, "--eval-prompts", help="eagle3: held-out prompts whose own greedy answers (--max-new-tokens) score acceptance per depth."),
 ):
     """Train a ReDrafter draft head on the target's own answers (knowledge distillation)."""
@@ -67,8 +68,8 @@ def train_drafter(
     if arch == "eagle3":
         from .train_eagle import train_eagle3
 
-        return train_eagle3(out_dir, model, dtype, work_dir, read_answers or num_prompts, max_prompt_tokens, max_answer_tokens,
-                            steps, lr, draft_vocab, unroll, batch_tokens, top_k or 8, eval_every, eval_prompts, max_new_tokens, seed)
+        return train_eagle3(out_dir, model, dtype, work_dir, data, read_answers or num_prompts, max_prompt_tokens, max_answer_tokens,
+                            steps, lr, draft_vocab, unroll, batch_tokens, top_k or 8, eval_every, eval_prompts, max_new_tokens, seed, train_minutes)
     if feature_noise < 0:
         raise UserError(f"--feature-noise must be >= 0, got {feature_noise}")
     if read_answers < 0:

@@ -36,10 +36,32 @@ def held_out_answers(model, tokenizer, pairs, work: Path, max_new: int):
     return answers
 
 
-def train_eagle3(out_dir, model, dtype, work_dir, num_pairs, max_prompt_tokens, max_answer_tokens, steps, lr, draft_vocab,
-                 unroll, batch_tokens, top_k, eval_every, eval_prompts, max_new_tokens, seed):
+def load_pairs(data: str, limit: int):
+    """(prompt, answer) texts: ShareGPT's, or a .jsonl file of {"prompt": ..., "answer": ...} objects."""
     from ..errors import UserError
     from ..train.data import sharegpt_pairs
+
+    if data == "sharegpt":
+        return sharegpt_pairs(limit=limit)
+    path = Path(data)
+    if not path.is_file() or path.suffix != ".jsonl":
+        raise UserError(f"--arch eagle3 reads --data sharegpt or a .jsonl file of prompt/answer pairs; {data} is neither")
+    pairs = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if line.strip():
+            try:
+                record = json.loads(line)
+                pairs.append((str(record["prompt"]), str(record["answer"])))
+            except (ValueError, KeyError, TypeError):
+                raise UserError(f"{path}:{n} is not a JSON object with 'prompt' and 'answer'") from None
+    if not pairs:
+        raise UserError(f"{path} holds no prompt/answer pairs")
+    return pairs[:limit]
+
+
+def train_eagle3(out_dir, model, dtype, work_dir, data, num_pairs, max_prompt_tokens, max_answer_tokens, steps, lr, draft_vocab,
+                 unroll, batch_tokens, top_k, eval_every, eval_prompts, max_new_tokens, seed, train_minutes=None):
+    from ..errors import UserError
     from ..train.eagle_trainer import EagleTrainConfig, EagleTrainer
     from ..train.teacher_forced import encode_pairs
 
@@ -48,7 +70,7 @@ def train_eagle3(out_dir, model, dtype, work_dir, num_pairs, max_prompt_tokens, 
             raise UserError(f"{name} must be >= 1, got {value}")
     work = Path(work_dir) if work_dir is not None else Path(out_dir) / "train"
     loaded = load_target(model, dtype)
-    pairs = encode_pairs(loaded.tokenizer, sharegpt_pairs(limit=num_pairs + eval_prompts), max_prompt_tokens, max_answer_tokens)
+    pairs = encode_pairs(loaded.tokenizer, load_pairs(data, num_pairs + eval_prompts), max_prompt_tokens, max_answer_tokens)
     if len(pairs) <= eval_prompts:
         raise UserError(f"only {len(pairs)} usable ShareGPT pairs: fewer than --eval-prompts {eval_prompts} plus training data")
     train_pairs, held = pairs[: len(pairs) - eval_prompts], pairs[len(pairs) - eval_prompts :]
@@ -66,9 +88,9 @@ def train_eagle3(out_dir, model, dtype, work_dir, num_pairs, max_prompt_tokens, 
                 what += f"  held-out chain tau {event.eval['chain_tau']:.2f} top-1 {event.eval['top1_d1']:.3f}"
             update(event.step, event.steps, what)
 
-        metrics = trainer.train(on_step)
+        metrics = trainer.train(on_step, None if train_minutes is None else 60 * train_minutes)
     tokens_per_step = sum(len(p) + len(a) for p, a in train_pairs) / max(len(trainer.groups), 1)
-    report = dict(arch="eagle3", pairs=len(train_pairs), steps=steps, tokens_read=int(tokens_per_step * steps), training_s=round(time.perf_counter() - t0, 1),
+    report = dict(arch="eagle3", pairs=len(train_pairs), steps=trainer.step, tokens_read=int(tokens_per_step * trainer.step), training_s=round(time.perf_counter() - t0, 1),
                   **{f"eval_{k}": round(float(v), 4) for k, v in metrics.items()}, eval_history=trainer.history)
     trainer.export(out_dir, training=report)
 

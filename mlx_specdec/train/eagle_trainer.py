@@ -225,7 +225,9 @@ class EagleTrainer:
         return {"chain_tau": 1 + runs / max(count, 1), **{f"top1_d{i + 1}": correct[i] / max(count, 1) for i in range(L)}, "positions": count}
 
     # -- training -------------------------------------------------------------------------------
-    def train(self, progress: Callable[[TrainEvent], None] | None = None) -> dict:
+    def train(self, progress: Callable[[TrainEvent], None] | None = None, max_seconds: float | None = None) -> dict:
+        """Train to ``config.steps`` (or until ``max_seconds`` have passed: the run then evaluates,
+        checkpoints and returns early, so a time-boxed run still ends with a head)."""
         config = self.config
         self.head.train()
         state = [self.head.state, self.optimizer.state]
@@ -244,13 +246,16 @@ class EagleTrainer:
             mx.eval(loss, state)
             self.step += 1
             event = TrainEvent(self.step, config.steps, float(loss), float(self.optimizer.learning_rate), time.perf_counter() - t0)
-            if self.step % config.eval_every == 0 or self.step == config.steps:
+            out_of_time = max_seconds is not None and event.seconds >= max_seconds
+            if self.step % config.eval_every == 0 or self.step == config.steps or out_of_time:
                 event.eval = last_eval = self.evaluate()
                 self.history.append({"step": self.step, "train_loss": round(event.loss, 4), **{k: round(v, 4) for k, v in last_eval.items()}})
-            if self.step % config.checkpoint_every == 0 or self.step == config.steps:
+            if self.step % config.checkpoint_every == 0 or self.step == config.steps or out_of_time:
                 self.save_checkpoint()
             if progress:
                 progress(event)
+            if out_of_time:
+                break
         return last_eval
 
     def _write_side_shard(self, rows, argmax) -> None:
