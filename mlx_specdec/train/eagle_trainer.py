@@ -61,7 +61,7 @@ class EagleTrainConfig:
 
 
 def _schedule(config: EagleTrainConfig):
-    warmup = max(1, min(config.warmup, config.steps - 1))
+    warmup = max(1, min(config.warmup, config.steps // 10))  # a short run still spends most steps at full rate
     return optim.join_schedules(
         [optim.linear_schedule(config.lr * 0.01, config.lr, warmup), optim.cosine_decay(config.lr, max(1, config.steps - warmup), config.lr * 0.05)],
         [warmup],
@@ -208,21 +208,7 @@ class EagleTrainer:
         """Per-depth top-1 agreement and chain tau on the held-out answers (the target's own)."""
         if not self.eval_answers:
             return {}
-        L = self.config.unroll
-        correct = np.zeros(L)
-        runs, count = 0.0, 0
-        for group in batches_by_length(self.eval_answers, self.config.batch_tokens, 0):
-            rows = [self.eval_answers[j] for j in group]
-            e, g, _, _, weights, argmax = self.read(rows)
-            outs = self.head.unroll(e, self.head.fuse(g), L)
-            preds = mx.stack([self.head.draft_ids()[mx.argmax(o, axis=-1)] for o in outs], axis=-1)  # (B, W, L)
-            mx.eval(preds, argmax)
-            preds, argmax, weights = np.array(preds), np.array(argmax), np.array(weights)
-            c, n = depth_agreement(preds, argmax, weights, [len(p) - 1 for p, _ in rows], [len(p) + len(a) for p, a in rows])
-            correct += c[0]
-            runs += c[1]
-            count += n
-        return {"chain_tau": 1 + runs / max(count, 1), **{f"top1_d{i + 1}": correct[i] / max(count, 1) for i in range(L)}, "positions": count}
+        return eagle_depth_metrics(self.head, self.target, self.eval_answers, self.config.unroll, self.config.batch_tokens)
 
     # -- training -------------------------------------------------------------------------------
     def train(self, progress: Callable[[TrainEvent], None] | None = None, max_seconds: float | None = None) -> dict:
@@ -296,6 +282,27 @@ def depth_agreement(preds: np.ndarray, argmax: np.ndarray, weights: np.ndarray, 
             runs += int(np.cumprod(ok).sum())
             count += 1
     return (correct, runs), count
+
+
+def eagle_depth_metrics(head, target, answers: Sequence[tuple[list[int], list[int]]], depth: int = 7, batch_tokens: int = 2048) -> dict:
+    """Teacher-forced chain agreement of an EAGLE-3 head on (prompt, the target's own answer) pairs:
+    ``top1_d{i}`` per depth and ``chain_tau`` (see :func:`depth_agreement`)."""
+    correct, runs, count = np.zeros(depth), 0.0, 0
+    for group in batches_by_length(answers, batch_tokens, 0):
+        rows = [answers[j] for j in group]
+        ids, _ = pad_rows([p + a for p, a in rows])
+        logits, _, tapped = target(mx.array(ids), taps=head.taps)
+        g = head.fuse(mx.concatenate([tapped[i] for i in head.taps], axis=-1))
+        nxt = np.concatenate([ids[:, 1:], np.zeros((len(rows), 1), np.int32)], axis=1)
+        outs = head.unroll(target.embed(mx.array(nxt)), g, depth)
+        preds = mx.stack([head.draft_ids()[mx.argmax(o, axis=-1)] for o in outs], axis=-1)  # (B, W, depth)
+        argmax = mx.argmax(logits, axis=-1)
+        mx.eval(preds, argmax)
+        (c, r), n = depth_agreement(np.array(preds), np.array(argmax), None, [len(p) - 1 for p, _ in rows], [len(p) + len(a) for p, a in rows])
+        correct += c
+        runs += r
+        count += n
+    return {"chain_tau": 1 + runs / max(count, 1), **{f"top1_d{i + 1}": correct[i] / max(count, 1) for i in range(depth)}, "positions": count}
 
 
 def redrafter_depth_metrics(head, target, answers: Sequence[tuple[list[int], list[int]]], depth: int = 7, batch_tokens: int = 2048) -> dict:
