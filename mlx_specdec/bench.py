@@ -9,7 +9,10 @@ feeds each method's own answer back through the chat template. Each (prompt, met
 
 ``seconds`` is decode wall time (from the first token to the last; the prefill is ``prefill_s``).
 Under greedy decoding :func:`summarize` checks every row's tokens against ``ar``'s on the same
-prompt. Nothing here prints; ``cli/bench_cmd.py`` draws the progress bar, table and plot.
+prompt and classifies each divergence (DESIGN.md §3): the ``ar`` row records, for every token it
+emitted, the target's top-2 logit margin there (``margins``); a method whose first differing token
+sits where that margin is below ``NEAR_TIE_MARGIN[dtype]`` diverged at a near-tie (a tree forward
+and a one-token forward may round the two logits apart), anything else is a mismatch (a bug). Nothing here prints; ``cli/bench_cmd.py`` draws the progress bar, table and plot.
 The JSON file is documented in docs/bench.md.
 """
 
@@ -37,11 +40,50 @@ from .stats import RunStats
 
 WARMUP_TOKENS = 16
 BASELINE = "ar"
+# Top-2 logit margin below which a greedy divergence from ar counts as a near-tie, per dtype. A
+# divergence needs the two computations of (top1 - top2) to differ by at least the margin; the
+# thresholds are about twice the largest per-logit difference measured between a tree forward and
+# one-token forwards of the default model (README, "float16 / bfloat16"). float32: exact, none.
+NEAR_TIE_MARGIN = {"float32": 0.0, "float16": 0.5, "bfloat16": 2.0}
 PEERS = {"mlx-lm": "mlx_lm.generate's generate_step (and speculative_generate_step with --draft-model)"}
 
 
 def row_key(row: dict) -> tuple:
     return (row["category"], row["question_id"], row["method"])
+
+
+def top2_margin(logits: mx.array) -> mx.array:
+    """top1 - top2 of logits (..., V), in float32 (lazy)."""
+    top = mx.topk(logits.astype(mx.float32), 2, axis=-1)
+    return mx.max(top, axis=-1) - mx.min(top, axis=-1)
+
+
+class MarginRecorder:
+    """The ``ar`` baseline (proposes the root alone) that also keeps the target's top-2 logit
+    margin behind every token it emits: ``margins[i]`` belongs to the i-th emitted token. The
+    margins stay lazy until the turn ends (no extra host sync per step)."""
+
+    name = BASELINE
+
+    def __init__(self, target):
+        self.target, self.pending = target, []
+
+    def reset(self, context, hidden) -> None:
+        self.pending = [top2_margin(self.target.lm_head_logits(hidden))]
+
+    def propose(self, root: int):
+        from .tree import Tree
+
+        return Tree.chain(root)
+
+    def commit(self, tree, path, hidden, logits) -> None:
+        self.pending.append(top2_margin(logits[path[-1]]))
+
+    def take(self, n: int) -> list[float]:
+        """The margins of the turn's first ``n`` tokens (a cut last step's extra margin dropped)."""
+        margins = mx.stack(self.pending[:n]) if n else mx.zeros((0,))
+        self.pending = []
+        return [round(float(m), 4) for m in np.array(margins)]
 
 
 class LoopRunner:
@@ -133,11 +175,15 @@ def peak_memory_mb() -> tuple[float, str]:
 def run_conversation(tokenizer, prompt: Prompt, method: str, runner, max_tokens: int) -> dict:
     """One row: ``prompt``'s turns in order with ``runner``, each answer fed back as context."""
     stats, tokens, per_turn, seconds, messages = RunStats(), [], [], 0.0, []
+    recorder = getattr(runner, "drafter", None)
+    margins = [] if isinstance(recorder, MarginRecorder) else None
     mx.reset_peak_memory()
     runner.start()
     for text in prompt.turns:
         messages.append({"role": "user", "content": text})
         out, secs = runner.turn(tokenizer.chat_ids(messages), max_tokens, stats)
+        if margins is not None:
+            margins += recorder.take(len(out))
         messages.append({"role": "assistant", "content": tokenizer.decode(out)})
         tokens += out
         per_turn.append(len(out))
@@ -159,6 +205,8 @@ def run_conversation(tokenizer, prompt: Prompt, method: str, runner, max_tokens:
         acceptance_by_depth=[round(a, 4) for a in stats.acceptance_by_depth] if ours else None,
         peak_memory_mb=round(memory, 1), memory_source=source,
     )
+    if margins is not None:
+        row["margins"] = margins
     return row
 
 
@@ -184,12 +232,16 @@ def plan(prompts: Sequence[Prompt], methods: Sequence[str], rows: Sequence[dict]
     return [(p, m) for p in prompts for m in methods if (p.category, p.question_id, m) not in done]
 
 
-def check_lossless(rows: Sequence[dict], greedy: bool) -> None:
+def check_lossless(rows: Sequence[dict], greedy: bool, dtype: str = "float32") -> None:
     """Set each row's ``matches_ar`` (None where there is nothing to compare: ar itself, sampling,
-    or no ar row for the prompt) and ``first_mismatch`` (index of the first differing token)."""
+    or no ar row for the prompt), ``first_mismatch`` (index of the first differing token),
+    ``divergence`` (None, "near-tie" or "mismatch") and ``divergence_margin`` (ar's top-2 logit
+    margin at that token; None when ar recorded none there, e.g. it stopped: then "mismatch")."""
     base = {(r["category"], r["question_id"]): r for r in rows if r["method"] == BASELINE}
+    threshold = NEAR_TIE_MARGIN.get(dtype, 0.0)
     for r in rows:
         ref = base.get((r["category"], r["question_id"]))
+        r["divergence"], r["divergence_margin"] = None, None
         if not greedy or r["method"] == BASELINE or ref is None:
             r["matches_ar"], r["first_mismatch"] = None, None
             continue
@@ -198,6 +250,12 @@ def check_lossless(rows: Sequence[dict], greedy: bool) -> None:
         r["first_mismatch"] = None if same else next(
             (i for i, (a, b) in enumerate(zip(r["tokens"], ref["tokens"])) if a != b),
             min(len(r["tokens"]), len(ref["tokens"])))
+        if not same:
+            margins = ref.get("margins") or []
+            i = r["first_mismatch"]
+            r["divergence_margin"] = margins[i] if i < len(margins) else None
+            near = r["divergence_margin"] is not None and r["divergence_margin"] < threshold
+            r["divergence"] = "near-tie" if near else "mismatch"
 
 
 def _aggregate(rows: list[dict], base: dict) -> dict:
@@ -222,15 +280,17 @@ def _aggregate(rows: list[dict], base: dict) -> dict:
         prefill_s=round(sum(r["prefill_s"] for r in rows), 4),
         peak_memory_mb=max(r["peak_memory_mb"] for r in rows),
         checked=sum(r["matches_ar"] is not None for r in rows),
-        mismatches=sum(r["matches_ar"] is False for r in rows),
+        mismatches=sum(r.get("divergence") == "mismatch" for r in rows),
+        near_ties=sum(r.get("divergence") == "near-tie" for r in rows),
     )
 
 
-def summarize(rows: Sequence[dict], greedy: bool) -> dict:
+def summarize(rows: Sequence[dict], greedy: bool, dtype: str = "float32") -> dict:
     """Per category and overall, per method: speedup over ar (mean of per-prompt tokens/s ratios,
-    and ratio of total tokens/s), tau, tokens/s, mismatches. Also checks losslessness (see
-    :func:`check_lossless`); ``lossless`` is False when one of our methods (not a peer) mismatched."""
-    check_lossless(rows, greedy)
+    and ratio of total tokens/s), tau, tokens/s, mismatches and near-ties. Also checks losslessness
+    (see :func:`check_lossless`); ``lossless`` is False when one of our methods (not a peer) had a
+    mismatch (near-ties, allowed in float16/bfloat16, do not count)."""
+    check_lossless(rows, greedy, dtype)
     base = {(r["category"], r["question_id"]): r for r in rows if r["method"] == BASELINE}
     methods = list(dict.fromkeys(r["method"] for r in rows))
     categories = list(dict.fromkeys(r["category"] for r in rows))
@@ -244,6 +304,7 @@ def summarize(rows: Sequence[dict], greedy: bool) -> dict:
         by_category={c: table([r for r in rows if r["category"] == c]) for c in categories},
         overall=overall,
         mismatches={m: s["mismatches"] for m, s in overall.items()},
+        near_ties={m: s["near_ties"] for m, s in overall.items()},
         lossless=all(s["mismatches"] == 0 for m, s in overall.items() if m not in peers),
     )
 

@@ -11,7 +11,7 @@ import shutil
 from pathlib import Path
 
 from .errors import UserError
-from .models import ARCHITECTURES
+from .models import check_architecture, check_safetensors
 
 DTYPES = ("float16", "bfloat16", "float32")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
@@ -34,24 +34,8 @@ def _check_local(path: Path) -> dict:
     if not list(path.glob("*.safetensors")):
         raise UserError(f"{path} has no *.safetensors weights (pickled .bin weights are not loaded, for safety)")
     for shard in path.glob("*.safetensors"):
-        _check_safetensors(shard)
+        check_safetensors(shard)
     return config
-
-
-def _check_safetensors(shard: Path) -> None:
-    """A truncated or garbled shard fails here with its name, before a long conversion."""
-    try:
-        from safetensors import safe_open
-
-        with safe_open(str(shard), framework="numpy") as f:
-            f.keys()
-        header_len = int.from_bytes(shard.open("rb").read(8), "little")
-        header = json.loads(shard.open("rb").read(8 + header_len)[8:])
-        end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
-        if shard.stat().st_size < 8 + header_len + end:
-            raise ValueError("file is shorter than its header says (truncated)")
-    except Exception as e:
-        raise UserError(f"corrupt weight shard {shard.name}: {str(e).splitlines()[0]}") from None
 
 
 def convert_hf(
@@ -78,8 +62,8 @@ def convert_hf(
         raise UserError(f"{hf_path} does not exist (give a local directory or a Hugging Face repo id like org/name)")
     else:
         config = None
-    if config is not None and config.get("model_type") not in ARCHITECTURES:
-        raise UserError(f"unsupported architecture {config.get('model_type')!r} (supported: {', '.join(sorted(ARCHITECTURES))})")
+    if config is not None:
+        check_architecture(config)
     if mlx_path.exists():
         if not overwrite:
             raise UserError(f"{mlx_path} already exists (choose another --mlx-path or pass --overwrite)")

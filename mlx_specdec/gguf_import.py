@@ -4,13 +4,14 @@ Every tensor is dequantized with `gguf.quants.dequantize` (all llama.cpp quant t
 Hugging Face names and written in one dtype. Two llama.cpp conventions are undone on the way:
 
 - GGUF lists dimensions fastest-first: a `[576, 49152]` tensor is a `(49152, 576)` numpy array.
+- Gemma 3's RMSNorm multiplies by ``1 + w``; llama.cpp stores ``1 + w``, so 1 is subtracted back.
 - For the llama architecture llama.cpp's converter permutes the rows of Q and K per head from
   Hugging Face's "rotate halves" RoPE layout to interleaved pairs; `unpermute` restores it.
   Worked example, one head of size 4: HF rows `[a0, a1, b0, b1]` (first half, second half) are
   stored as `[a0, b0, a1, b1]`. Qwen2/Qwen3 files keep the HF layout.
 
-The tokenizer is rebuilt from `tokenizer.ggml.*` as a byte-level BPE with the `tokenizers` library,
-using the pre-tokenizer that `tokenizer.ggml.pre` names.
+The tokenizer is rebuilt from `tokenizer.ggml.*` with the `tokenizers` library: a byte-level BPE
+with the pre-tokenizer that `tokenizer.ggml.pre` names, or a SentencePiece BPE (``gguf_spm.py``).
 """
 
 import json
@@ -26,7 +27,7 @@ from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalize
 from .errors import UserError
 
 DTYPES = {"float32": mx.float32, "float16": mx.float16, "bfloat16": mx.bfloat16}
-ARCHITECTURES = {"llama", "qwen2", "qwen3"}
+ARCHITECTURES = {"llama", "qwen2", "qwen3", "gemma3"}
 
 # blk.{i}.<gguf name>.<weight|bias>  ->  model.layers.{i}.<hf name>.<weight|bias>
 LAYER_NAMES = {
@@ -42,6 +43,15 @@ LAYER_NAMES = {
     "ffn_up": "mlp.up_proj",
     "ffn_down": "mlp.down_proj",
 }
+# Gemma 3 norms around each sublayer; llama.cpp stores Gemma's RMSNorm weights as 1 + w (the
+# multiplier), mlx-lm and Hugging Face as w (``rms_norm(x, 1 + w)``): GEMMA_NORM_SHIFT is undone.
+GEMMA3_LAYER_NAMES = {
+    **LAYER_NAMES,
+    "post_attention_norm": "post_attention_layernorm",
+    "ffn_norm": "pre_feedforward_layernorm",
+    "post_ffw_norm": "post_feedforward_layernorm",
+}
+GEMMA_NORM_SHIFT = 1.0
 TOP_NAMES = {
     "token_embd.weight": "model.embed_tokens.weight",
     "output_norm.weight": "model.norm.weight",
@@ -130,13 +140,15 @@ def convert_gguf(gguf_path, out_dir, dtype="float32", progress=None) -> Path:
 
     weights = {}
     for done, tensor in enumerate(reader.tensors):
-        name = hf_name(tensor.name)
+        name = hf_name(tensor.name, arch)
         shape = tuple(int(d) for d in reversed(tensor.shape))
         w = dequantize(tensor.data, tensor.tensor_type).reshape(shape)
         if arch == "llama" and name.endswith(("q_proj.weight", "q_proj.bias")):
             w = unpermute(w, config["num_attention_heads"])
         elif arch == "llama" and name.endswith(("k_proj.weight", "k_proj.bias")):
             w = unpermute(w, config["num_key_value_heads"])
+        elif arch == "gemma3" and name.endswith("norm.weight"):
+            w = w - GEMMA_NORM_SHIFT
         weights[name] = mx.array(w.astype(np.float32, copy=False)).astype(DTYPES[dtype])
         mx.eval(weights[name])
         if progress:
@@ -163,13 +175,14 @@ def convert_gguf(gguf_path, out_dir, dtype="float32", progress=None) -> Path:
     return out
 
 
-def hf_name(gguf_name: str) -> str:
+def hf_name(gguf_name: str, arch: str = "llama") -> str:
     """`blk.3.attn_q.weight` -> `model.layers.3.self_attn.q_proj.weight`."""
     if gguf_name in TOP_NAMES:
         return TOP_NAMES[gguf_name]
     parts = gguf_name.split(".")
-    if len(parts) == 4 and parts[0] == "blk" and parts[2] in LAYER_NAMES and parts[3] in ("weight", "bias"):
-        return f"model.layers.{parts[1]}.{LAYER_NAMES[parts[2]]}.{parts[3]}"
+    names = GEMMA3_LAYER_NAMES if arch == "gemma3" else LAYER_NAMES
+    if len(parts) == 4 and parts[0] == "blk" and parts[2] in names and parts[3] in ("weight", "bias"):
+        return f"model.layers.{parts[1]}.{names[parts[2]]}.{parts[3]}"
     if gguf_name == "rope_freqs.weight":
         raise UserError("GGUF uses per-dimension RoPE frequency factors (Llama 3.1 style), which is not supported")
     raise UserError(f"GGUF tensor {gguf_name!r} has no Hugging Face equivalent known to this importer")
@@ -180,8 +193,8 @@ def model_config(meta: Metadata, arch: str) -> dict:
     hidden = meta.require(f"{arch}.embedding_length")
     heads = meta.require(f"{arch}.attention.head_count")
     config = {
-        "architectures": [{"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM"}[arch]],
-        "model_type": arch,
+        "architectures": [{"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM", "gemma3": "Gemma3ForCausalLM"}[arch]],
+        "model_type": "gemma3_text" if arch == "gemma3" else arch,
         "hidden_size": hidden,
         "intermediate_size": meta.require(f"{arch}.feed_forward_length"),
         "num_hidden_layers": meta.require(f"{arch}.block_count"),
@@ -198,6 +211,8 @@ def model_config(meta: Metadata, arch: str) -> dict:
     elif arch == "llama":
         config["attention_bias"] = False
         config["mlp_bias"] = False
+    elif arch == "gemma3":
+        config.update(gemma3_config(meta, config))
     scaling = meta.get(f"{arch}.rope.scaling.type", "none")
     if scaling in ("linear", "yarn"):
         config["rope_scaling"] = {"type": scaling, "rope_type": scaling, "factor": float(meta.require(f"{arch}.rope.scaling.factor"))}
@@ -207,6 +222,24 @@ def model_config(meta: Metadata, arch: str) -> dict:
     elif scaling != "none":
         raise UserError(f"GGUF RoPE scaling {scaling!r} is not supported")
     return config
+
+
+def gemma3_config(meta: Metadata, config: dict) -> dict:
+    """Gemma 3's fixed settings, as llama.cpp hard-codes them (``llama-model.cpp``, LLM_ARCH_GEMMA3):
+    5 sliding-window layers (local RoPE base 10,000) then one global layer; queries scaled by
+    head_dim^-0.5 except the 27B (hidden / heads)."""
+    hidden, heads, layers = config["hidden_size"], config["num_attention_heads"], config["num_hidden_layers"]
+    window = meta.require("gemma3.attention.sliding_window")
+    pattern = 6
+    return {
+        "hidden_act": "gelu_pytorch_tanh",
+        "hidden_activation": "gelu_pytorch_tanh",
+        "sliding_window": window,
+        "sliding_window_pattern": pattern,
+        "layer_types": ["full_attention" if (i + 1) % pattern == 0 else "sliding_attention" for i in range(layers)],
+        "rope_local_base_freq": 10000.0,
+        "query_pre_attn_scalar": hidden // heads if layers == 62 else config["head_dim"],
+    }
 
 
 def short_float(x) -> float:
@@ -223,13 +256,24 @@ def build_tokenizer(meta: Metadata) -> tuple[Tokenizer, dict, dict]:
     holds for NFC text there and for any text elsewhere.
     """
     model = meta.require("tokenizer.ggml.model")
-    if model != "gpt2":
-        raise UserError(f"GGUF tokenizer {model!r} is not supported (only byte-level BPE, 'gpt2')")
+    if model not in ("gpt2", "llama"):
+        raise UserError(f"GGUF tokenizer {model!r} is not supported (byte-level BPE 'gpt2' or SentencePiece 'llama')")
+    tokens = meta.require("tokenizer.ggml.tokens")
+    types = meta.get("tokenizer.ggml.token_type") or [1] * len(tokens)
+    if model == "llama":
+        from .gguf_spm import CONTROL as SPM_CONTROL, build_spm_tokenizer
+
+        unk_id = meta.get("tokenizer.ggml.unknown_token_id")
+        unk = tokens[unk_id] if unk_id is not None and 0 <= unk_id < len(tokens) else None
+        tokenizer = build_spm_tokenizer(tokens, meta.require("tokenizer.ggml.scores"), types, unk, bool(meta.get("tokenizer.ggml.add_space_prefix", True)))
+        vocab = {}
+        for i, token in enumerate(tokens):
+            vocab.setdefault(token, i)
+        control = [t for i, (t, k) in enumerate(zip(tokens, types)) if k == SPM_CONTROL and vocab[t] == i]
+        return _tokenizer_files(meta, tokenizer, tokens, vocab, control)
     pre = meta.get("tokenizer.ggml.pre", "default")
     if pre not in PRE_TOKENIZERS:
         raise UserError(f"GGUF pre-tokenizer {pre!r} is not supported (known: {', '.join(sorted(PRE_TOKENIZERS))})")
-    tokens = meta.require("tokenizer.ggml.tokens")
-    types = meta.get("tokenizer.ggml.token_type") or [1] * len(tokens)
     merges = [tuple(m.split(" ", 1)) for m in meta.require("tokenizer.ggml.merges")]
 
     vocab = {}
@@ -251,6 +295,11 @@ def build_tokenizer(meta: Metadata) -> tuple[Tokenizer, dict, dict]:
     tokenizer.add_tokens([AddedToken(t, normalized=False, special=False) for t in user])
     if tokenizer.get_vocab_size(with_added_tokens=True) != len(vocab):
         raise UserError("GGUF vocabulary is inconsistent: an added token is missing from tokenizer.ggml.tokens")
+    return _tokenizer_files(meta, tokenizer, tokens, vocab, control)
+
+
+def _tokenizer_files(meta: Metadata, tokenizer: Tokenizer, tokens: list[str], vocab: dict, control: list[str]) -> tuple[Tokenizer, dict, dict]:
+    """The special-token maps, BOS post-processor and chat template shared by both tokenizer kinds."""
 
     def token(key):
         index = meta.get(f"tokenizer.ggml.{key}_token_id")

@@ -12,7 +12,7 @@ a :class:`ForwardPlan` (N new tokens behind ``past`` cached ones, their tree mas
 It is the seam for other cache layouts: a view that returns a subset of the slots from
 ``update_and_fetch`` (a StreamingLLM window, TriForce's retrieved chunks) must return the mask
 columns of the same slots from ``make_mask``; :meth:`LayerCache.visible_slots` is the one place
-both read. Rollback (``keep``, ``trim``) stays on the KVCache, shared by all layers.
+both read (a slice, or an index array for a sparse selection). Rollback (``keep``, ``trim``) stays on the KVCache, shared by all layers.
 
 Sliding-window layers (Gemma 3, Mistral's ``sliding_window``) keep every slot, like global ones;
 the window is a mask (query at position p sees keys at positions q with ``p - q < window``), and
@@ -54,15 +54,22 @@ class ForwardPlan:
         """(N,) or (B, N)."""
         return self.positions if self.positions is not None else mx.arange(self.past, self.past + self.n)
 
-    def key_positions(self, first: int) -> mx.array:
-        """Positions (S,) or (B, S) of slots ``[first, past + N)``, S = past + N - first."""
+    def slot_positions(self) -> mx.array:
+        """Positions (past + N,) or (B, past + N) of every slot after this forward's writes."""
         new = self.query_positions().astype(mx.int32)
-        old = mx.broadcast_to(mx.arange(first, self.past, dtype=mx.int32), (*new.shape[:-1], self.past - first))
+        old = mx.broadcast_to(mx.arange(self.past, dtype=mx.int32), (*new.shape[:-1], self.past))
         return mx.concatenate([old, new], axis=-1)
 
-    def window_mask(self, first: int, window: int) -> mx.array:
-        """True where query i may see slot first + j under the window: (N, S) or (B, 1, N, S)."""
-        ok = self.query_positions()[..., :, None] - self.key_positions(first)[..., None, :] < window
+    def full_mask(self) -> mx.array:
+        """The tree mask, or the causal one: (N, past + N) / (B, 1, N, past + N) bool."""
+        if self.mask is not None:
+            return self.mask
+        new = mx.arange(self.n)
+        return mx.concatenate([mx.ones((self.n, self.past), mx.bool_), new[:, None] >= new[None]], axis=1)
+
+    def window_mask(self, window: int) -> mx.array:
+        """True where query i may see slot j under a sliding window: (N, S) or (B, 1, N, S)."""
+        ok = self.query_positions()[..., :, None] - self.slot_positions()[..., None, :] < window
         return ok if ok.ndim == 2 else ok[:, None]
 
 
@@ -72,6 +79,8 @@ class LayerCache:
 
     ``offset`` is the number of cached tokens before this forward, for every layer and for the
     whole forward: the KVCache advances once, after the last layer (the adapter calls ``advance``).
+    A subclass for another cache layout overrides :meth:`visible_slots` (and ``KVCache.layer_views``
+    to hand it out): keys, values and mask columns then all follow it.
     """
 
     def __init__(self, kv, layer: int, plan: ForwardPlan, window: int | None = None):
@@ -81,17 +90,17 @@ class LayerCache:
     def offset(self) -> int:
         return self.plan.past
 
-    def visible_slots(self, window: int | None) -> int:
-        """First slot any query of this forward may see under ``window`` (slots before it are skipped)."""
-        return 0 if window is None else max(0, self.plan.past - window + 1)
+    def visible_slots(self, window: int | None) -> slice | mx.array:
+        """The slots this forward's queries may read under ``window``: a slice, or ascending slot
+        ids (past + N - 1, the last new token, included). Here: all, or from the first slot the
+        earliest query (position ``past``) still sees."""
+        return slice(0 if window is None else max(0, self.plan.past - window + 1), None)
 
     def update_and_fetch(self, keys: mx.array, values: mx.array) -> tuple[mx.array, mx.array]:
         """Write keys/values (B, n_kv, N, hd) at ``[past, past + N)``; return the visible slots' KV."""
         k, v = self.kv.update(self.layer, keys, values)
-        first = self.visible_slots(self.window)
-        if first:
-            k, v = k[..., first:, :], v[..., first:, :]
-        return k, v
+        slots = self.visible_slots(self.window)
+        return _select(k, slots, 2), _select(v, slots, 2)
 
     def make_mask(self, N: int, window_size: int | None = None, return_array: bool = False):
         """The mask over the visible slots: None / "causal" on the chain path (mlx-lm's fast
@@ -99,18 +108,15 @@ class LayerCache:
         plan = self.plan
         if N != plan.n:
             raise ValueError(f"make_mask({N}) in a forward of {plan.n} tokens")
-        first = self.visible_slots(window_size)
-        if plan.is_chain:
-            if N == 1:
-                return None  # one query sees every visible slot
-            if window_size is None and not return_array:
-                return "causal"
-            mask = mx.arange(plan.past, plan.past + N)[:, None] >= mx.arange(first, plan.past + N)[None]
-        else:
-            mask = (plan.mask if plan.mask is not None else _causal(plan))[..., first:]
+        slots = self.visible_slots(window_size)
+        if plan.is_chain and N == 1:
+            return None  # one query sees every visible slot
+        if plan.is_chain and window_size is None and not return_array and isinstance(slots, slice):
+            return "causal"  # sdpa aligns it to the last keys
+        mask = plan.full_mask()
         if window_size is not None:
-            mask = mask & plan.window_mask(first, window_size)
-        return mask
+            mask = mask & plan.window_mask(window_size)
+        return _select(mask, slots, mask.ndim - 1)
 
     @property
     def state(self):
@@ -139,7 +145,11 @@ class LayerCache:
         return 0 if k is None else k.nbytes + v.nbytes
 
 
-def _causal(plan: ForwardPlan) -> mx.array:
-    """Positions given but no mask: token i sees the past and new tokens <= i."""
-    new = mx.arange(plan.n)
-    return mx.concatenate([mx.ones((plan.n, plan.past), mx.bool_), new[:, None] >= new[None]], axis=1)
+def _select(x: mx.array, slots: slice | mx.array, axis: int) -> mx.array:
+    if isinstance(slots, slice):
+        if slots == slice(0, None):
+            return x
+        index = [slice(None)] * x.ndim
+        index[axis] = slots
+        return x[tuple(index)]
+    return mx.take(x, slots, axis=axis)

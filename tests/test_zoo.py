@@ -169,13 +169,56 @@ def test_saved_directory_loads_with_the_same_logits(zoo_dirs, zoo_arch):
     assert mx.abs(loaded(tokens)[0] - model(tokens)[0]).max().item() <= 1e-5
 
 
-def test_cli_generate_pld(zoo_dirs, zoo_arch):
+def test_generate_pld_from_each_directory(zoo_dirs, zoo_arch):
+    """`generate -m DIR --method pld` (in-process; the subprocess form is tested once below)."""
+    from typer.testing import CliRunner
+
+    from mlx_specdec.cli.app import app
+
+    result = CliRunner().invoke(app, ["generate", "-m", str(zoo_dirs[zoo_arch]), "-p", "the cat sat on the mat the cat",
+                                      "--method", "pld", "--max-tokens", "8", "--temp", "0", "--json"])
+    assert result.exit_code == 0, result.output[-2000:]
+    out = json.loads(result.stdout)
+    assert out["method"] == "pld" and out["stats"]["new_tokens"] >= 1
+
+
+def test_cli_py_generate_pld(zoo_dirs):
     cli = Path(__file__).resolve().parent.parent / "cli.py"
     result = subprocess.run(
-        [sys.executable, str(cli), "generate", "-m", str(zoo_dirs[zoo_arch]), "-p", "the cat sat on the mat the cat",
+        [sys.executable, str(cli), "generate", "-m", str(zoo_dirs["gemma3_text"]), "-p", "the cat sat on the mat the cat",
          "--method", "pld", "--max-tokens", "8", "--temp", "0", "--json"],
         capture_output=True, text=True, timeout=120,
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    out = json.loads(result.stdout)
-    assert out["method"] == "pld" and out["stats"]["new_tokens"] >= 1
+    assert json.loads(result.stdout)["stats"]["new_tokens"] >= 1
+
+
+def test_a_sparse_cache_view_equals_masking_the_hidden_slots():
+    """The seam for StreamingLLM / TriForce caches: a LayerCache subclass that exposes only some
+    slots to one-token steps (here 2 sinks + the last 3 + itself) gives the same logits as hiding
+    the others with a mask."""
+    from mlx_specdec.layer_cache import LayerCache
+
+    class SinksAndRecent(LayerCache):
+        def visible_slots(self, window):
+            past = self.plan.past
+            if self.plan.n > 1:  # the prompt sees everything, like the reference
+                return slice(0, None)
+            return mx.array([0, 1, past - 3, past - 2, past - 1, past])  # past: the new token's slot
+
+    class StreamingKV(KVCache):
+        def layer_views(self, plan, windows):
+            return [SinksAndRecent(self, i, plan, w) for i, w in enumerate(windows)]
+
+    model = zoo_model("qwen3", seed=8, scale=1.0)
+    prompt = mx.array([[4, 8, 15, 16, 23, 42, 7, 9, 11, 2]])
+    sparse, plain = StreamingKV(len(model.layers)), KVCache(len(model.layers))
+    model(prompt, sparse)
+    model(prompt, plain)
+    for token in (5, 6):
+        past = plain.offset
+        mask = np.zeros((1, past + 1), dtype=bool)
+        mask[0, [0, 1, past - 3, past - 2, past - 1, past]] = True
+        ref, _ = model(mx.array([[token]]), plain, mx.array(mask), mx.array([past]))
+        got, _ = model(mx.array([[token]]), sparse)
+        assert mx.abs(got - ref).max().item() <= 1e-4

@@ -76,7 +76,7 @@ def bench(
     runners = {}
     for name in names:
         base, variant_options = _method_variant(name, options)
-        d = build_drafter(base, loaded, params, **variant_options)
+        d = lib.MarginRecorder(loaded.model) if name == lib.BASELINE and params.greedy else build_drafter(base, loaded, params, **variant_options)
         runners[name] = lib.LoopRunner(session, d, params, loaded.tokenizer.eos_ids)
     if "mlx-lm" in peer_names:
         ours_draft = getattr(runners.get("draft-model"), "drafter", None)
@@ -89,7 +89,7 @@ def bench(
 
     def save():
         if out_path is not None:
-            lib.save_report(out_path, dict(meta=meta, summary=lib.summarize(rows, greedy), results=rows))
+            lib.save_report(out_path, dict(meta=meta, summary=lib.summarize(rows, greedy, loaded.dtype), results=rows))
 
     interrupted = False
     try:
@@ -100,7 +100,7 @@ def bench(
     except KeyboardInterrupt:
         interrupted = True
     save()
-    summary = lib.summarize(rows, greedy)
+    summary = lib.summarize(rows, greedy, loaded.dtype)
     if rows:
         _print_table(summary, meta)
     if out_path is not None:
@@ -200,6 +200,7 @@ def _print_table(summary: dict, meta: dict) -> None:
     for i, (category, by_method) in enumerate(groups):
         for j, (method, s) in enumerate(by_method.items()):
             mism = "-" if not s["checked"] else (f"[red]{s['mismatches']}[/]" if s["mismatches"] else "0")
+            mism += f" (+{s['near_ties']} near-tie)" if s.get("near_ties") else ""
             table.add_row(category if j == 0 else "", method, str(s["prompts"]), _fmt(s.get("speedup_median"), ".2f"), _fmt(s["speedup_mean"], ".2f"),
                           _fmt(s["speedup_total"], ".2f"), f"{s['tau']:.2f}", f"{s['tokens_per_s']:.1f}", mism,
                           end_section=j == len(by_method) - 1 and i < len(groups) - 1, style="bold" if category == "overall" else None)

@@ -15,7 +15,6 @@ import json
 from pathlib import Path
 
 import mlx.core as mx
-import mlx.nn as nn
 from mlx.utils import tree_map
 
 from ..errors import UserError
@@ -64,6 +63,22 @@ def check_architecture(config: dict) -> None:
     build_model(config)
 
 
+def check_safetensors(shard: Path) -> None:
+    """A truncated or garbled shard fails here with its name, before a long conversion."""
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(shard), framework="numpy") as f:
+            f.keys()
+        header_len = int.from_bytes(shard.open("rb").read(8), "little")
+        header = json.loads(shard.open("rb").read(8 + header_len)[8:])
+        end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+        if shard.stat().st_size < 8 + header_len + end:
+            raise ValueError("file is shorter than its header says (truncated)")
+    except Exception as e:
+        raise UserError(f"corrupt weight shard {shard.name}: {str(e).splitlines()[0]}") from None
+
+
 def load_model(path: str | Path, dtype: mx.Dtype | None = None) -> tuple[Target, dict]:
     """Load an mlx-lm format directory; cast float weights to ``dtype`` when given.
 
@@ -74,8 +89,11 @@ def load_model(path: str | Path, dtype: mx.Dtype | None = None) -> tuple[Target,
     path = Path(path)
     config = read_config(path)
     model_classes(config)
-    if not list(path.glob("model*.safetensors")):
+    shards = sorted(path.glob("model*.safetensors"))
+    if not shards:
         raise UserError(f"{path} has no model*.safetensors weights")
+    for shard in shards:
+        check_safetensors(shard)
     try:
         module, config = mlx_lm_load(path, lazy=True, get_model_classes=model_classes)
     except UserError:

@@ -1,0 +1,80 @@
+"""The bench tells a near-tie divergence (allowed in float16/bfloat16) from a mismatch (a bug).
+
+A crafted tiny model has an exact tie: token b's output row is a copy of token a's, so wherever
+a is the target's top token, b ties with it (margin 0). A "tie-flipping" method picks the other
+of two tied tokens, as rounding may in float16; a "broken verify" picks the runner-up where the
+target is confident. The bench must call the first a near-tie and the second a mismatch.
+"""
+
+import mlx.core as mx
+import numpy as np
+
+from mlx_specdec import bench as lib
+from mlx_specdec.drafters.autoregressive import Autoregressive
+from mlx_specdec.generate import Session
+from mlx_specdec.prompts import Prompt
+from mlx_specdec.sampling import SamplingParams
+from mlx_specdec.tokenizer import Tokenizer
+
+from conftest import tiny_config, tiny_model
+from tiny_dir import write_model_dir
+
+
+def _pick_from(choose):
+    """A Session whose greedy verify of a one-node tree emits ``choose(logits)`` instead of argmax."""
+
+    class Picking(Session):
+        @staticmethod
+        def _verify(tree, logits, params, rng):
+            return [0], choose(np.array(logits[0].astype(mx.float32)))
+
+    return Picking
+
+
+def flip_ties(logits: np.ndarray) -> int:
+    top = np.argsort(logits)[-2:]
+    return int(top[0]) if logits[top[1]] - logits[top[0]] < 1e-6 else int(top[1])
+
+
+def runner_up_when_confident(logits: np.ndarray) -> int:
+    top = np.argsort(logits)[-2:]
+    return int(top[0]) if logits[top[1]] - logits[top[0]] > 2.0 else int(top[1])
+
+
+def test_near_tie_and_mismatch_verdicts(tmp_path):
+    model = tiny_model("mistral", seed=11, scale=3.0)  # untied output layer
+    prompt_ids_model = write_model_dir(tmp_path / "m", tiny_config("mistral"), model)
+    tokenizer = Tokenizer(prompt_ids_model)
+    prompt = Prompt(1, "chat", ("the cat sat on the mat",))
+    params = SamplingParams()
+
+    def rows(runners):
+        return list(lib.run([(prompt, m) for m in runners], runners, tokenizer, 12, warmup=False))
+
+    plain = rows({"ar": lib.LoopRunner(Session(model), lib.MarginRecorder(model), params, ())})[0]
+    a = plain["tokens"][4]
+    b = max(plain["tokens"]) + 1  # a higher id, so argmax (first index) still picks a: ar unchanged
+    weight = model.lm_head.weight
+    model.lm_head.weight = mx.concatenate([weight[:b], weight[a : a + 1], weight[b + 1 :]])
+
+    runners = {
+        "ar": lib.LoopRunner(Session(model), lib.MarginRecorder(model), params, ()),
+        "flip": lib.LoopRunner(_pick_from(flip_ties)(model), Autoregressive(), params, ()),
+        "broken": lib.LoopRunner(_pick_from(runner_up_when_confident)(model), Autoregressive(), params, ()),
+    }
+    results = rows(runners)
+    ar, flip, broken = results
+    assert ar["tokens"] == plain["tokens"] and len(ar["margins"]) == len(ar["tokens"])
+    first_a = ar["tokens"].index(a)
+    assert ar["margins"][first_a] == 0.0 and min(ar["margins"][:first_a], default=1.0) > 0
+
+    summary = lib.summarize(results, greedy=True, dtype="float16")
+    assert flip["divergence"] == "near-tie" and flip["first_mismatch"] == first_a and flip["divergence_margin"] == 0.0
+    assert broken["divergence"] == "mismatch" and broken["divergence_margin"] > lib.NEAR_TIE_MARGIN["float16"]
+    assert summary["mismatches"] == {"ar": 0, "flip": 0, "broken": 1}
+    assert summary["near_ties"] == {"ar": 0, "flip": 1, "broken": 0}
+    assert summary["lossless"] is False
+    assert lib.summarize([ar, flip], greedy=True, dtype="float16")["lossless"] is True
+
+    strict = lib.summarize(results, greedy=True, dtype="float32")  # float32: every divergence is a bug
+    assert strict["mismatches"] == {"ar": 0, "flip": 1, "broken": 1} and strict["near_ties"]["flip"] == 0
