@@ -37,10 +37,20 @@ import mlx.nn as nn
 import numpy as np
 
 from ..errors import UserError
-from ..models.common import apply_rope, rope_frequencies
 
 FORMAT = "mlx-specdec/eagle3-head"
 NORMS = ("input_layernorm", "hidden_norm", "post_attention_layernorm")
+
+
+def apply_rope(x: mx.array, rope, offset: int = 0, positions: mx.array | None = None) -> mx.array:
+    """Rotate x (B, H, L, hd) at ``offset + arange(L)``, or each token at its own ``positions`` (L,)
+    (``mx.fast.rope`` takes one offset per batch row, so the tokens go along the batch axis)."""
+    if positions is None:
+        return rope(x, offset=offset)
+    B, H, L, D = x.shape
+    flat = x.transpose(0, 2, 1, 3).reshape(B * L, H, 1, D)
+    out = rope(flat, offset=mx.broadcast_to(positions.astype(mx.int32), (B, L)).reshape(-1))
+    return out.reshape(B, L, H, D).transpose(0, 2, 1, 3)
 
 
 def default_taps(num_layers: int) -> list[int]:
@@ -109,7 +119,10 @@ class Eagle3Head(nn.Module):
         self.t2d = mx.zeros((config["vocab_size"],), mx.bool_)
         self.freeze(keys=["d2t", "t2d"], recurse=False)
         self.rope_theta = float(config.get("rope_theta", 10000.0))
-        self._rope_freqs = rope_frequencies(hd, self.rope_theta, config.get("rope_scaling"))
+        from mlx_lm.models.rope_utils import initialize_rope
+
+        self._rope = SimpleNamespace(module=initialize_rope(hd, self.rope_theta, False, config.get("rope_scaling"),
+                                                             config.get("max_position_embeddings", 8192)))  # no parameters
         self._draft_ids = None
         self.target_layers = (config.get("mlx_specdec") or {}).get("target_num_hidden_layers", 0)  # set at load
 
@@ -159,8 +172,7 @@ class Eagle3Head(nn.Module):
         q = attn.q_proj(x).reshape(1, n, self.n_heads, -1).transpose(0, 2, 1, 3)
         k = attn.k_proj(x).reshape(1, n, self.n_kv_heads, -1).transpose(0, 2, 1, 3)
         v = attn.v_proj(x).reshape(1, n, self.n_kv_heads, -1).transpose(0, 2, 1, 3)
-        rope = (self.head_dim, self.rope_theta, self._rope_freqs, 0, positions.astype(mx.int32))
-        q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        q, k = apply_rope(q, self._rope.module, 0, positions), apply_rope(k, self._rope.module, 0, positions)
         keys = k if past_k is None else mx.concatenate([past_k, k], axis=2)
         values = v if past_v is None else mx.concatenate([past_v, v], axis=2)
         if mask is None:
@@ -200,8 +212,7 @@ class Eagle3Head(nn.Module):
             q = attn.q_proj(x).reshape(B, T, self.n_heads, -1).transpose(0, 2, 1, 3)
             k = attn.k_proj(x).reshape(B, T, self.n_kv_heads, -1).transpose(0, 2, 1, 3)
             v = attn.v_proj(x).reshape(B, T, self.n_kv_heads, -1).transpose(0, 2, 1, 3)
-            rope = (self.head_dim, self.rope_theta, self._rope_freqs, i, None)
-            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+            q, k = apply_rope(q, self._rope.module, i), apply_rope(k, self._rope.module, i)
             if rep > 1:
                 k, v = mx.repeat(k, rep, axis=1), mx.repeat(v, rep, axis=1)
             q = q * self.head_dim**-0.5
