@@ -80,28 +80,38 @@ class Session:
         self.cache.truncate(0)
         self.cached = []
 
-    def forward(self, tree: Tree):
-        """One target forward over ``tree`` appended to the cache -> (logits, hidden) (T, ·)."""
+    def forward(self, tree: Tree, taps=None):
+        """One target forward over ``tree`` appended to the cache -> (logits, hidden) (T, ·), plus
+        the residual stream entering the layers ``taps``, concatenated (T, len(taps) * D), when asked."""
         past = self.cache.offset
         tokens = mx.array(tree.tokens)[None]
-        if tree.is_chain:
-            logits, hidden = self.model(tokens, self.cache)
-        else:
+        mask = positions = None
+        if not tree.is_chain:
             mask = np.ones((len(tree.tokens), past + len(tree.tokens)), dtype=bool)
             mask[:, past:] = tree.mask()
-            positions = mx.array(tree.positions(past))
-            logits, hidden = self.model(tokens, self.cache, mx.array(mask), positions)
+            mask, positions = mx.array(mask), mx.array(tree.positions(past))
+        if taps:
+            logits, hidden, tapped = self.model(tokens, self.cache, mask, positions, taps=taps)
+            return logits[0], hidden[0], mx.concatenate([tapped[i][0] for i in taps], axis=-1)
+        logits, hidden = self.model(tokens, self.cache, mask, positions)
         return logits[0], hidden[0]
 
-    def _prefill(self, ids: Sequence[int]):
+    def _prefill(self, ids: Sequence[int], taps=None):
         report = self.prefill_progress or (lambda done, total: None)
         report(0, len(ids))
+        tapped = []
         for start in range(0, len(ids), PREFILL_CHUNK):
-            hidden = self.model.hidden(mx.array(ids[start : start + PREFILL_CHUNK])[None], self.cache)[0, -1]
-            mx.eval(hidden, *self.cache.state())
+            chunk = mx.array(ids[start : start + PREFILL_CHUNK])[None]
+            if taps:
+                _, hidden, t = self.model(chunk, self.cache, taps=taps)
+                tapped.append(mx.concatenate([t[i][0] for i in taps], axis=-1))
+            else:
+                hidden = self.model.hidden(chunk, self.cache)
+            hidden = hidden[0, -1]
+            mx.eval(hidden, *self.cache.state(), *tapped[-1:])
             report(min(start + PREFILL_CHUNK, len(ids)), len(ids))
         logits = self.model.lm_head_logits(hidden)
-        return logits, hidden
+        return logits, hidden, (mx.concatenate(tapped) if taps else None)
 
     def generate(
         self,
@@ -125,10 +135,11 @@ class Session:
         try:
             t0 = time.perf_counter()
             self.last_prefill_tokens = len(ids) - keep
-            logits, hidden = self._prefill(ids[keep:])
+            taps = getattr(drafter, "taps", None)  # EAGLE-3 heads read intermediate layers
+            logits, hidden, tapped = self._prefill(ids[keep:], taps)
             self.cached = list(ids)
             root = self._pick(logits[None], params, rng)
-            drafter.reset(ids, hidden)
+            drafter.reset(ids, hidden, **({"taps": tapped} if taps else {}))
             finish = "eos" if root in eos else ("length" if max_tokens <= 1 else None)
             yield Step([] if root in eos else [root], verify_s=time.perf_counter() - t0, prefill=True, finish=finish)
             emitted = 1
@@ -139,12 +150,12 @@ class Session:
                 if self.max_context and self.cache.offset + len(tree.tokens) > self.max_context:
                     tree = Tree.chain(root)  # near the end of the context: a plain step still fits
                 past = self.cache.offset
-                logits, hidden = self.forward(tree)
+                logits, hidden, *tapped = self.forward(tree, taps)
                 path, next_root = self._verify(tree, logits[: tree.num_nodes], params, rng)
                 t2 = time.perf_counter()
                 self.cache.keep(past, path)
                 self.cached += tree.tokens[path].tolist()
-                drafter.commit(tree, path, hidden, logits)
+                drafter.commit(tree, path, hidden, logits, **({"taps": tapped[0]} if taps else {}))
                 out = tree.tokens[path[1:]].tolist() + [next_root]
                 accepted = len(path) - 1
                 cut = next((i for i, t in enumerate(out) if t in eos), None)

@@ -121,22 +121,22 @@ class MethodOptions:
                                    integer(minimum=1, maximum=64), ("pld", "draft-model", "recycle"))
     draft_model: str | None = option("--draft-model", "Draft model directory or store name (draft-model; also mlx-lm's speculative peer in bench).",
                                      text("PATH"), ("draft-model",))
-    drafter: str | None = option("--drafter", "A trained draft head directory (redrafter; default: the head shipped for the model).",
-                                 text("PATH"), ("redrafter",))
+    drafter: str | None = option("--drafter", "A trained draft head directory (redrafter, eagle: a ReDrafter head or an EAGLE-3 directory in the published Hugging Face layout; default: the head shipped for the model).",
+                                 text("PATH"), ("redrafter", "eagle"))
     tree: str | None = option("--tree", "Draft tree shape for redrafter: beam or dynamic (default dynamic, or beam when a beam option is given).",
                               choice("beam", "dynamic"), ("redrafter",))
     beam_width: int | None = option("--beam-width", "redrafter --tree beam: beams kept (W, default 4).",
                                     integer(minimum=1), ("redrafter",))
     beam_length: int | None = option("--beam-length", "redrafter --tree beam: draft tokens per beam (L, default 4).",
                                      integer(minimum=1), ("redrafter",))
-    tree_topk: int | None = option("--tree-topk", "redrafter --tree dynamic: children per node and nodes expanded per round (k, default 4).",
-                                   integer(minimum=1), ("redrafter",))
-    tree_depth: int | None = option("--tree-depth", "redrafter --tree dynamic: draft rounds (depth, default 5).",
-                                    integer(minimum=1), ("redrafter",))
-    tree_size: int | str | None = option("--tree-size", "redrafter --tree dynamic, recycle: draft nodes verified per step (n), or 'auto' (default: sized from this device's measured forward cost and the running acceptance).",
-                                         integer_or_auto(minimum=1), ("redrafter", "recycle"))
-    lookup: int | None = option("--lookup", f"redrafter: also merge up to N prompt-lookup continuations (n-grams the context repeats) into each draft tree; 0 = the head's drafts only (default {REDRAFTER_LOOKUP}).",
-                                integer(minimum=0), ("redrafter",))
+    tree_topk: int | None = option("--tree-topk", "redrafter --tree dynamic, eagle: children per node and nodes expanded per round (k, default 4).",
+                                   integer(minimum=1), ("redrafter", "eagle"))
+    tree_depth: int | None = option("--tree-depth", "redrafter --tree dynamic, eagle: draft rounds (depth, default 5).",
+                                    integer(minimum=1), ("redrafter", "eagle"))
+    tree_size: int | str | None = option("--tree-size", "redrafter --tree dynamic, recycle, eagle: draft nodes verified per step (n), or 'auto' (default: sized from this device's measured forward cost and the running acceptance).",
+                                         integer_or_auto(minimum=1), ("redrafter", "recycle", "eagle"))
+    lookup: int | None = option("--lookup", f"redrafter, eagle: also merge up to N prompt-lookup continuations (n-grams the context repeats) into each draft tree; 0 = the head's drafts only (default {REDRAFTER_LOOKUP}).",
+                                integer(minimum=0), ("redrafter", "eagle"))
     window: int | str | None = option("--window", "Lookahead window width W, or 'auto' (default: sized from the measured forward cost).",
                                       integer_or_auto(minimum=0), ("lookahead",))
     ngram: int | None = option("--ngram", "Lookahead n-gram size N (default 4).", integer(minimum=2), ("lookahead",))
@@ -225,6 +225,12 @@ class MethodOptions:
             kwargs = dict(budget=size in (None, "auto"), num_nodes=None if size in (None, "auto") else size,
                           table=method.partition(":")[2] != "context")  # bench's recycle:context: the automaton alone
             return dict(kwargs, max_chain=self.num_draft) if self.num_draft is not None else kwargs
+        if base == "eagle":  # EAGLE-2's dynamic tree only, sized by the budget unless --tree-size N
+            size = self.tree_size
+            shape = dict(head_path=self.drafter, lookup=REDRAFTER_LOOKUP if self.lookup is None else self.lookup,
+                         topk=self.tree_topk, depth=self.tree_depth, num_nodes=None if size in (None, "auto") else size,
+                         budget=True if size in (None, "auto") else None)
+            return {k: v for k, v in shape.items() if v is not None}
         if base == "redrafter":
             tree = self.redrafter_tree(method)
             shape = dict(head_path=self.drafter, tree=tree, lookup=REDRAFTER_LOOKUP if self.lookup is None else self.lookup)

@@ -104,7 +104,20 @@ DRAFTERS = {
     "recycle": lambda target, draft: (lambda seed, params: make_drafter("recycle", vocab_size=VOCAB, budget=None, num_nodes=4, max_chain=3, branches=2, table_nodes=4)),
     "redrafter": lambda target, draft: _redrafter(target, tree="beam", beam_width=2, beam_length=2),
     "redrafter-dynamic": lambda target, draft: _redrafter(target, tree="dynamic", topk=2, depth=2, num_nodes=3),
+    "eagle": lambda target, draft: _eagle(target, topk=2, depth=3, num_nodes=4, lookup=1),
 }
+
+
+def _eagle(target, **options):
+    """EAGLE with a random EAGLE-3 head (deterministic top-k trees; verified sibling-wise)."""
+    from mlx_specdec.drafters.eagle import Eagle
+    from mlx_specdec.drafters.eagle3_head import Eagle3Head, head_config
+
+    mx.random.seed(5)
+    V = target.args.vocab_size
+    head = Eagle3Head(head_config(target, V))
+    head.set_draft_vocab(np.arange(V), V)
+    return lambda seed, params: Eagle(target, head, **options)
 
 
 def _redrafter(target, **options):

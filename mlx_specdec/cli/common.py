@@ -97,6 +97,9 @@ def build_drafter(method: str, loaded, params, options):
     elif base == "redrafter":
         with console.status("Preparing the ReDrafter head (the first run on a device measures its forward cost)..."):
             return make_drafter(base, target=loaded.model, **kwargs)
+    elif base == "eagle":
+        with console.status("Preparing the EAGLE-3 head (the first run on a device measures its forward cost)..."):
+            return make_drafter(base, target=loaded.model, **kwargs)
     return make_drafter(base, **kwargs)
 
 

