@@ -33,8 +33,11 @@ class KVCache:
     def capacity(self) -> int:
         return 0 if self.keys[0] is None else self.keys[0].shape[2]
 
-    def update(self, layer: int, keys: mx.array, values: mx.array) -> tuple[mx.array, mx.array]:
+    def update(self, layer: int, keys: mx.array, values: mx.array, queries: mx.array | None = None) -> tuple[mx.array, mx.array]:
         """Write ``keys``/``values`` (B, n_kv, L, hd) at ``[offset, offset + L)`` of ``layer``.
+
+        ``queries`` (the forward's rotated queries) are for views that select slots by them
+        (cache_views.RetrievalView); the full cache ignores them.
 
         Returns the keys and values of slots ``[0, offset + L)``. The pointer moves only in
         :meth:`advance`, so every layer of one forward writes to the same slots.

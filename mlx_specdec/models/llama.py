@@ -73,7 +73,7 @@ class Attention(nn.Module):
         rope = (self.head_dim, self.rope_base, self._rope_freqs, offset, positions, self.rope_traditional)
         q, k = apply_rope(q, *rope), apply_rope(k, *rope)
         if cache is not None:
-            k, v = cache.update(self.layer, k, v)
+            k, v = cache.update(self.layer, k, v, queries=q)
         out = attention(q, k, v, self.scale, mask)
         return self.o_proj(out.transpose(0, 2, 1, 3).reshape(B, L, -1))
 
