@@ -40,6 +40,10 @@ def bench(
     window: opts.Window = None,
     ngram: opts.Ngram = None,
     guesses: opts.Guesses = None,
+    budget: opts.KvBudget = None,
+    chunk: opts.Chunk = None,
+    sinks: opts.Sinks = None,
+    gamma2: opts.Gamma2 = None,
     out_path: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the results JSON here (rewritten after every row)."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write a PNG bar chart of speedup and tau (needs mlx-specdec[plot])."),
     resume: bool = typer.Option(False, "--resume", help="Continue the --out file: skip the rows it already has."),
@@ -72,7 +76,8 @@ def bench(
     rows = lib.load_report(out_path, settings)["results"] if resume and out_path.exists() else []
     session = Session(loaded.model, loaded.max_context)
     options = opts.method_options(num_draft, draft_model, drafter, tree, window, ngram, guesses,
-                                   beam_width, beam_length, tree_topk, tree_depth, tree_size, lookup)
+                                   beam_width, beam_length, tree_topk, tree_depth, tree_size, lookup,
+                                   kv_budget=budget, chunk=chunk, sinks=sinks, gamma2=gamma2)
     runners = {}
     for name in names:
         base, variant_options = _method_variant(name, options)
