@@ -73,13 +73,17 @@ def build_drafter(method: str, loaded, params, num_draft=None, draft_model=None,
     return make_drafter(method, **options)
 
 
+TOKENIZER_PROBE = "The cat sat on the mat. Hello, world! 12345 def f(x): return x  # ünïcode"
+
+
 def load_draft(draft_model: str, loaded):
     """A draft model in the target's dtype; its tokenizer must be the target's."""
     from ..loader import load
 
     with console.status("Loading the draft model..."):
         draft = load(resolve_model(draft_model), loaded.dtype)
-    if draft.tokenizer.vocab_size != loaded.tokenizer.vocab_size and abs(draft.model.args.vocab_size - loaded.model.args.vocab_size) > 1024:
+    vocab_differs = draft.tokenizer.vocab_size != loaded.tokenizer.vocab_size and abs(draft.model.args.vocab_size - loaded.model.args.vocab_size) > 1024
+    if vocab_differs or draft.tokenizer.encode(TOKENIZER_PROBE) != loaded.tokenizer.encode(TOKENIZER_PROBE):
         raise UserError("the draft model's tokenizer differs from the target's: pick a draft model of the same family")
     return draft
 
