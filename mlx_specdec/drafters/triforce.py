@@ -48,6 +48,7 @@ class TriForce:
         if limit and budget >= limit:
             raise UserError(f"--budget {budget} is not smaller than the model's context ({limit} tokens)")
         self.target, self.bottom, self.params = target, bottom, params
+        self.gamma1 = bottom.num_draft  # the bottom's drafts per middle forward
         self.budget, self.chunk, self.sinks, self.window, self.gamma2 = budget, chunk, sinks, window, gamma2
         self.rng = np.random.default_rng(None if params.seed is None else params.seed + 2)
         self.view: RetrievalView | None = None
@@ -71,7 +72,7 @@ class TriForce:
         drafted, q_rows, forwards, proposed, accepted = [], [], 0, 0, 0
         middle_root = root
         while len(drafted) < self.gamma2:
-            tree = self.bottom.propose(middle_root)
+            tree = self._bottom_draft(middle_root, self.gamma2 - len(drafted) - 1)
             start = self.view.offset
             logits = self._forward(tree)
             path, next_root, probs = self._verify_middle(tree, logits)
@@ -92,6 +93,14 @@ class TriForce:
         out = Tree.chain(root, drafted, draft_probs=draft_probs)
         out.inner = (forwards, proposed, accepted)
         return out
+
+    def _bottom_draft(self, root: int, room: int) -> Tree:
+        """The bottom's draft behind ``root``, at most ``room`` tokens (a middle forward yields its
+        accepted drafts + 1, so the step never drafts past gamma2)."""
+        if room <= 0:
+            return Tree.chain(root)
+        self.bottom.num_draft = min(self.gamma1, room)
+        return self.bottom.propose(root)
 
     def _forward(self, tree: Tree) -> mx.array:
         """The target through the view over ``tree`` -> logits (N, V)."""
