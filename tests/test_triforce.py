@@ -95,6 +95,16 @@ def test_greedy_triforce_equals_ar(seed, bottom):
         assert sum(m[2] for m in middle) > 0  # and the middle some of the bottom's
 
 
+def test_middle_alone_equals_ar():
+    """gamma1 = 0: no bottom drafter, the middle drafts token by token."""
+    target = tiny_model(seed=5, scale=3.0)
+    prompt = np.random.default_rng(5).integers(3, 97, 70).tolist()
+    expected, _ = generate_ids(target, make_drafter("ar"), prompt, max_tokens=40)
+    got, steps = generate_ids(target, _triforce(target, num_draft=0), prompt, max_tokens=40)
+    assert got == expected
+    assert all(s.inner[1] == 0 and s.inner[0] == 5 for s in steps if s.inner)  # gamma2 forwards, nothing proposed
+
+
 def test_eos_inside_an_accepted_run():
     target = tiny_model(seed=4, scale=3.0)
     prompt = np.random.default_rng(4).integers(3, 97, 60).tolist()

@@ -43,6 +43,7 @@ def test_triforce_equals_ar_through_the_cli(dirs):
     (["--budget", "24", "--sinks", "8", "--window", "16"], "at least --sinks + --window + --chunk"),
     (["--window", "auto"], "not 'auto'"),
     (["--gamma2", "0"], "--gamma2 must be >= 1"),
+    (["--num-draft", "-1"], "--num-draft must be >= 0"),
 ])
 def test_bad_triforce_options(dirs, args, message):
     res = _generate(dirs[0], "--method", "triforce", *args)

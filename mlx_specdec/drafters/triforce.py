@@ -35,7 +35,7 @@ class TriForce:
     name = "triforce"
 
     def __init__(self, target, bottom, params: SamplingParams = SamplingParams(), budget: int = 1024,
-                 chunk: int = 16, sinks: int = 16, window: int = 128, gamma2: int = 6):
+                 chunk: int = 16, sinks: int = 16, window: int = 128, gamma2: int = 6, gamma1: int | None = None):
         for flag, value in (("--budget", budget), ("--chunk", chunk), ("--gamma2", gamma2)):
             if value < 1:
                 raise UserError(f"{flag} must be >= 1, got {value}")
@@ -48,7 +48,7 @@ class TriForce:
         if limit and budget >= limit:
             raise UserError(f"--budget {budget} is not smaller than the model's context ({limit} tokens)")
         self.target, self.bottom, self.params = target, bottom, params
-        self.gamma1 = bottom.num_draft  # the bottom's drafts per middle forward
+        self.gamma1 = bottom.num_draft if gamma1 is None else gamma1  # the bottom's drafts per middle forward (0: none)
         self.budget, self.chunk, self.sinks, self.window, self.gamma2 = budget, chunk, sinks, window, gamma2
         self.rng = np.random.default_rng(None if params.seed is None else params.seed + 2)
         self.view: RetrievalView | None = None
@@ -97,7 +97,7 @@ class TriForce:
     def _bottom_draft(self, root: int, room: int) -> Tree:
         """The bottom's draft behind ``root``, at most ``room`` tokens (a middle forward yields its
         accepted drafts + 1, so the step never drafts past gamma2)."""
-        if room <= 0:
+        if room <= 0 or self.gamma1 == 0:
             return Tree.chain(root)
         self.bottom.num_draft = min(self.gamma1, room)
         return self.bottom.propose(root)
@@ -133,7 +133,7 @@ def make_triforce(target, params: SamplingParams = SamplingParams(), draft=None,
                   sinks: int | None = None, gamma2: int | None = None) -> TriForce:
     """TriForce over ``target`` with pld as the bottom, or ``draft`` (a model with the target's
     tokenizer) over a StreamingView of the same ``sinks`` and ``window``. None = the default.
-    ``num_draft`` is gamma1 (the bottom's drafts per middle step)."""
+    ``num_draft`` is gamma1 (the bottom's drafts per middle step; 0 = no bottom, the middle drafts alone)."""
     from .draft_model import DraftModel
     from .pld import PromptLookup
     from ..cache_views import StreamingView
@@ -142,15 +142,15 @@ def make_triforce(target, params: SamplingParams = SamplingParams(), draft=None,
         raise UserError("--window for triforce is a number of recent tokens, not 'auto'")
     shape = {k: v for k, v in dict(budget=kv_budget, chunk=chunk, sinks=sinks, window=window, gamma2=gamma2).items() if v is not None}
     tf = dict(TRIFORCE_DEFAULTS, **shape)
-    gamma1 = num_draft or GAMMA1
-    if gamma1 < 1:
-        raise UserError(f"--num-draft must be >= 1, got {gamma1}")
+    gamma1 = GAMMA1 if num_draft is None else num_draft
+    if gamma1 < 0:
+        raise UserError(f"--num-draft must be >= 0 (0 = the middle drafts alone), got {gamma1}")
     if draft is None:
-        bottom = PromptLookup(num_draft=gamma1)
+        bottom = PromptLookup(num_draft=max(gamma1, 1))
     else:
-        bottom = DraftModel(draft, num_draft=gamma1, params=params, target_vocab=target.args.vocab_size,
+        bottom = DraftModel(draft, num_draft=max(gamma1, 1), params=params, target_vocab=target.args.vocab_size,
                             cache=StreamingView(len(draft.layers), tf["sinks"], tf["window"]))
-    return TriForce(target, bottom, params, **tf)
+    return TriForce(target, bottom, params, gamma1=gamma1, **tf)
 
 
 TRIFORCE_DEFAULTS = dict(budget=1024, chunk=16, sinks=16, window=128, gamma2=6)
