@@ -117,6 +117,7 @@ class RetrievalView:
         self.num_selected = 0  # context slots in the view
         self.pending: list[bool] = [False] * len(cache.keys)
         self.selected: list[mx.array | None] = [None] * len(cache.keys)  # (B, n_kv, num_selected) full-cache slots
+        self.means: list[mx.array | None] = [None] * len(cache.keys)  # (B, n_kv, chunks, hd) mean key per chunk
 
     def rebuild(self) -> None:
         """Select again at the next forward (once per top-level step); drops the view's tail."""
@@ -150,8 +151,7 @@ class RetrievalView:
         B, n_kv, _, hd = k_full.shape
         parts = [mx.broadcast_to(mx.arange(min(self.sinks, past)), (B, n_kv, min(self.sinks, past)))]
         if keep:
-            region = k_full[..., self.sinks : recent, :].reshape(B, n_kv, num_chunks, c, hd)
-            means = region.mean(axis=3)  # (B, n_kv, num_chunks, hd)
+            means = self._chunk_means(layer, k_full, num_chunks)  # (B, n_kv, num_chunks, hd)
             q = query.reshape(B, n_kv, -1, query.shape[-1]).mean(axis=2)  # (B, n_kv, hd)
             scores = (means @ q[..., None])[..., 0]  # (B, n_kv, num_chunks)
             top = mx.sort(mx.argpartition(-scores, keep - 1, axis=-1)[..., :keep], axis=-1)
@@ -166,6 +166,24 @@ class RetrievalView:
             return mx.concatenate([mx.take_along_axis(a, index[..., None], axis=2), spare], axis=2)
 
         self.slots.keys[layer], self.slots.values[layer] = gather(k_full), gather(v_full)
+
+    def _chunk_means(self, layer: int, keys: mx.array, num_chunks: int) -> mx.array:
+        """Mean key of chunks ``0 .. num_chunks - 1``; chunks already averaged at an earlier rebuild
+        are reused (the full cache's slots before its offset do not change within a generation;
+        :meth:`forget` drops them when a new context starts)."""
+        B, n_kv, _, hd = keys.shape
+        known = self.means[layer]
+        have = 0 if known is None else known.shape[2]
+        if have < num_chunks:
+            start, end = self.sinks + have * self.chunk, self.sinks + num_chunks * self.chunk
+            new = keys[..., start:end, :].reshape(B, n_kv, num_chunks - have, self.chunk, hd).mean(axis=3)
+            known = new if known is None else mx.concatenate([known, new], axis=2)
+            self.means[layer] = known
+        return known[:, :, :num_chunks]
+
+    def forget(self) -> None:
+        """A new context: drop the cached chunk means."""
+        self.means = [None] * len(self.means)
 
     def advance(self, n: int) -> None:
         self.slots.advance(n)

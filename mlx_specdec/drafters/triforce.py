@@ -65,6 +65,7 @@ class TriForce:
             raise UserError(f"--budget {self.budget} is not smaller than the context ({len(context)} tokens): "
                             "triforce needs a context longer than its retrieval budget (lower --budget)")
         self.history = list(context)
+        self.view.forget()
         self.bottom.reset(self.history, hidden)
 
     def propose(self, root: int) -> Tree:
