@@ -132,3 +132,20 @@ def test_bad_options():
         _triforce(target, kv_budget=4096)
     with pytest.raises(UserError, match="not smaller than the context"):
         generate_ids(target, _triforce(target, kv_budget=64), list(range(3, 40)), max_tokens=4)
+
+
+def test_chunk_means_reused_across_rebuilds_match_fresh_ones():
+    model = tiny_model(seed=6)
+    ids = np.random.default_rng(6).integers(0, 97, 50).tolist()
+    cache = KVCache(2)
+    model(mx.array(ids)[None], cache)
+    view = RetrievalView(cache, budget=16, chunk=4, sinks=4, window=4)
+    for step in range(12):  # the cache grows by one token a step, a new chunk every 4
+        view.rebuild()
+        model(mx.array([[step + 1]]), view)
+        fresh = RetrievalView(cache, budget=16, chunk=4, sinks=4, window=4)
+        fresh.rebuild()
+        model(mx.array([[step + 1]]), fresh)
+        assert all(mx.array_equal(a, b) for a, b in zip(view.selected, fresh.selected))
+        assert mx.allclose(view.means[1], fresh.means[1])
+        model(mx.array([[step + 1]]), cache)  # the top level appends the token to the full cache
