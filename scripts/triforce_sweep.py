@@ -30,7 +30,7 @@ from mlx_specdec.stats import RunStats
 
 def drafter_for(config: str, model):
     name, _, spec = config.partition(":")
-    options = {k: int(v) for k, v in (kv.split("=") for kv in spec.split(",") if kv)}
+    options = {k: int(v) if v.lstrip("-").isdigit() else v for k, v in (kv.split("=") for kv in spec.split(",") if kv)}
     if name == "triforce":
         if "budget" in options:
             options["kv_budget"] = options.pop("budget")

@@ -149,3 +149,21 @@ def test_chunk_means_reused_across_rebuilds_match_fresh_ones():
         assert all(mx.array_equal(a, b) for a, b in zip(view.selected, fresh.selected))
         assert mx.allclose(view.means[1], fresh.means[1])
         model(mx.array([[step + 1]]), cache)  # the top level appends the token to the full cache
+
+
+def test_gamma2_auto_equals_ar_and_tries_every_length():
+    from mlx_specdec.drafters.triforce import Gamma2Chooser
+
+    target = tiny_model(seed=7, scale=3.0)
+    prompt = np.random.default_rng(7).integers(3, 97, 70).tolist()
+    expected, _ = generate_ids(target, make_drafter("ar"), prompt, max_tokens=80)
+    drafter = _triforce(target, gamma2="auto")
+    got, steps = generate_ids(target, drafter, prompt, max_tokens=80)
+    assert got == expected
+    assert {s.max_depth for s in steps if not s.prefill} >= {1, 2, 3, 4}
+    chooser = Gamma2Chooser()
+    for g in chooser.CANDIDATES:  # 2 tokens/s for gamma2 = 3, 1 for the others
+        for _ in range(2):
+            chooser.record(g, 2 if g == 3 else 1, 1.0)
+    picks = [chooser.choose() for _ in range(16)]
+    assert picks.count(3) == 14 and set(picks) - {3} <= {2, 4}

@@ -30,7 +30,7 @@ Guesses = Annotated[Optional[int], typer.Option("--guesses", help="Lookahead n-g
 KvBudget = Annotated[Optional[int], typer.Option("--budget", help="triforce: KV slots the middle level attends to (sinks + retrieved chunks + recent window; default 1024).")]
 Chunk = Annotated[Optional[int], typer.Option("--chunk", help="triforce: tokens per retrieved KV chunk (default 16).")]
 Sinks = Annotated[Optional[int], typer.Option("--sinks", help="triforce: first tokens its cache views always keep (default 16).")]
-Gamma2 = Annotated[Optional[int], typer.Option("--gamma2", help="triforce: tokens the middle level drafts per full-cache step (default 6; --num-draft is the bottom's gamma1).")]
+Gamma2 = Annotated[Optional[str], typer.Option("--gamma2", help="triforce: tokens the middle level drafts per full-cache step (default 6), or 'auto' (the length with the most tokens/s so far); --num-draft is the bottom's gamma1 (default 4, 0 = none).")]
 
 
 BEAM_ONLY = {"beam_width": "--beam-width", "beam_length": "--beam-length"}  # redrafter keyword -> flag

@@ -21,6 +21,8 @@ layer, inside the step's first middle forward.
 
 from __future__ import annotations
 
+import time
+
 import mlx.core as mx
 import numpy as np
 
@@ -35,8 +37,9 @@ class TriForce:
     name = "triforce"
 
     def __init__(self, target, bottom, params: SamplingParams = SamplingParams(), budget: int = 1024,
-                 chunk: int = 16, sinks: int = 16, window: int = 128, gamma2: int = 6, gamma1: int | None = None):
-        for flag, value in (("--budget", budget), ("--chunk", chunk), ("--gamma2", gamma2)):
+                 chunk: int = 16, sinks: int = 16, window: int = 128, gamma2: int | str = 6, gamma1: int | None = None):
+        self.chooser = Gamma2Chooser() if gamma2 == "auto" else None
+        for flag, value in (("--budget", budget), ("--chunk", chunk), ("--gamma2", 1 if self.chooser else gamma2)):
             if value < 1:
                 raise UserError(f"{flag} must be >= 1, got {value}")
         if sinks < 0 or window < 0:
@@ -53,6 +56,7 @@ class TriForce:
         self.rng = np.random.default_rng(None if params.seed is None else params.seed + 2)
         self.view: RetrievalView | None = None
         self.history: list[int] = []
+        self.last_step = None  # (gamma2, start time, tokens) of the step in flight, for the chooser
 
     def bind_cache(self, cache) -> None:
         """The target's full KV cache (the generate loop calls this before :meth:`reset`)."""
@@ -65,15 +69,17 @@ class TriForce:
             raise UserError(f"--budget {self.budget} is not smaller than the context ({len(context)} tokens): "
                             "triforce needs a context longer than its retrieval budget (lower --budget)")
         self.history = list(context)
+        self.last_step = None
         self.view.forget()
         self.bottom.reset(self.history, hidden)
 
     def propose(self, root: int) -> Tree:
+        gamma2 = self.gamma2 if self.chooser is None else self._choose()
         self.view.rebuild()
         drafted, q_rows, forwards, proposed, accepted = [], [], 0, 0, 0
         middle_root = root
-        while len(drafted) < self.gamma2:
-            tree = self._bottom_draft(middle_root, self.gamma2 - len(drafted) - 1)
+        while len(drafted) < gamma2:
+            tree = self._bottom_draft(middle_root, gamma2 - len(drafted) - 1)
             start = self.view.offset
             logits = self._forward(tree)
             path, next_root, probs = self._verify_middle(tree, logits)
@@ -86,14 +92,25 @@ class TriForce:
             proposed += tree.num_nodes - 1
             accepted += len(path) - 1
             middle_root = next_root
-        drafted = drafted[: self.gamma2]
+        drafted = drafted[:gamma2]
         draft_probs = None
         if q_rows:
-            q = np.concatenate(q_rows)[: self.gamma2]
+            q = np.concatenate(q_rows)[:gamma2]
             draft_probs = np.concatenate([np.zeros_like(q[:1]), q])
         out = Tree.chain(root, drafted, draft_probs=draft_probs)
         out.inner = (forwards, proposed, accepted)
         return out
+
+    def _choose(self) -> int:
+        """gamma2 'auto': record the step that just ended (its tokens, the wall time from its
+        propose to this one), then ask the chooser."""
+        now = time.perf_counter()
+        if self.last_step is not None and self.last_step[2] is not None:
+            gamma2, start, tokens = self.last_step
+            self.chooser.record(gamma2, tokens, now - start)
+        gamma2 = self.chooser.choose()
+        self.last_step = (gamma2, now, None)
+        return gamma2
 
     def _bottom_draft(self, root: int, room: int) -> Tree:
         """The bottom's draft behind ``root``, at most ``room`` tokens (a middle forward yields its
@@ -125,13 +142,51 @@ class TriForce:
         return path, next_root, probs
 
     def commit(self, tree, path, hidden, logits) -> None:
+        if self.last_step is not None:
+            self.last_step = (*self.last_step[:2], len(path))  # accepted + the target's own token
         self.history += tree.tokens[path].tolist()
         self.bottom.reset(self.history, None)
 
 
+class Gamma2Chooser:
+    """``--gamma2 auto``: the chain length with the most tokens per second so far.
+
+    Each full step's tokens (accepted + 1) and wall time (from its propose to the next, so the
+    middle's forwards and the full verify are both in it) are summed per candidate. Every
+    candidate is tried twice first; then the best rate is used, and one step in 8 tries a
+    neighbour of the best (the costs move as the context grows). The drafter keeps its chooser
+    from one prompt to the next.
+    """
+
+    CANDIDATES = (1, 2, 3, 4, 6, 8, 12)
+
+    def __init__(self):
+        self.tokens = dict.fromkeys(self.CANDIDATES, 0)
+        self.seconds = dict.fromkeys(self.CANDIDATES, 0.0)
+        self.steps = dict.fromkeys(self.CANDIDATES, 0)
+        self.count = 0
+
+    def choose(self) -> int:
+        self.count += 1
+        untried = [g for g in self.CANDIDATES if self.steps[g] < 2]
+        if untried:
+            return untried[0]
+        best = max(self.CANDIDATES, key=lambda g: self.tokens[g] / self.seconds[g])
+        if self.count % 8:
+            return best
+        i = self.CANDIDATES.index(best)
+        neighbours = [self.CANDIDATES[j] for j in (i - 1, i + 1) if 0 <= j < len(self.CANDIDATES)]
+        return neighbours[(self.count // 8) % len(neighbours)]
+
+    def record(self, gamma2: int, tokens: int, seconds: float) -> None:
+        self.tokens[gamma2] += tokens
+        self.seconds[gamma2] += seconds
+        self.steps[gamma2] += 1
+
+
 def make_triforce(target, params: SamplingParams = SamplingParams(), draft=None, num_draft: int | None = None,
                   window: int | None = None, kv_budget: int | None = None, chunk: int | None = None,
-                  sinks: int | None = None, gamma2: int | None = None) -> TriForce:
+                  sinks: int | None = None, gamma2: int | str | None = None) -> TriForce:
     """TriForce over ``target`` with pld as the bottom, or ``draft`` (a model with the target's
     tokenizer) over a StreamingView of the same ``sinks`` and ``window``. None = the default.
     ``num_draft`` is gamma1 (the bottom's drafts per middle step; 0 = no bottom, the middle drafts alone)."""
@@ -141,6 +196,11 @@ def make_triforce(target, params: SamplingParams = SamplingParams(), draft=None,
 
     if window == "auto":
         raise UserError("--window for triforce is a number of recent tokens, not 'auto'")
+    if gamma2 is not None and gamma2 != "auto":
+        try:
+            gamma2 = int(gamma2)
+        except ValueError:
+            raise UserError(f"--gamma2 must be an integer or 'auto', got {gamma2!r}") from None
     shape = {k: v for k, v in dict(budget=kv_budget, chunk=chunk, sinks=sinks, window=window, gamma2=gamma2).items() if v is not None}
     tf = dict(TRIFORCE_DEFAULTS, **shape)
     gamma1 = GAMMA1 if num_draft is None else num_draft
