@@ -68,6 +68,7 @@ def main():
     eos = loaded.tokenizer.eos_ids
     print(f"model={args.model} float32 device={mx.default_device()} blas={blas_in_use()} context={args.context}", flush=True)
     rows = []
+    drafters = {config: drafter_for(config, loaded.model) for config in ["ar"] + args.configs}  # kept across prompts, as in bench
     for prompt in prompts:
         ids = loaded.tokenizer.chat_ids([{"role": "user", "content": cut_to_context(prompt, loaded.tokenizer, args.context, args.max_tokens).turns[0]}])
         session.reset()
@@ -75,7 +76,7 @@ def main():
         run(session, ids, make_drafter("ar"), 8, eos)  # prefill once (and warm up)
         for config in ["ar"] + args.configs:
             mx.reset_peak_memory()
-            tokens, stats, seconds = run(session, ids, drafter_for(config, loaded.model), args.max_tokens, eos)
+            tokens, stats, seconds = run(session, ids, drafters[config], args.max_tokens, eos)
             row = dict(question_id=prompt.question_id, config=config, prompt_tokens=len(ids), tokens=tokens,
                        tokens_per_s=stats.decode_tokens / seconds, tau=stats.tau, middle=stats.middle,
                        draft_s=stats.draft_s, verify_s=stats.verify_s, peak_memory_mb=mx.get_peak_memory() / 2**20)
