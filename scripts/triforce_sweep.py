@@ -1,7 +1,8 @@
 """TriForce settings on long documents, against ar and pld, with one prefill per prompt.
 
     python scripts/triforce_sweep.py --context 8192 --max-tokens 128 --limit 4 \\
-        --configs pld "triforce:budget=1024,gamma2=6,num_draft=4" "triforce:budget=512,gamma2=4"
+        --configs pld "triforce:budget=1024,gamma2=6,num_draft=4" "triforce:budget=512,gamma2=4" \
+        "triforce:draft_layers=10,num_draft=3"   # bottom: the target's first 10 layers, StreamingLLM cache
 
 Every method runs on the same Session, which keeps the prompt's KV cache between them (only the
 last prompt token is fed again), so a sweep costs one 8K prefill per prompt instead of one per
@@ -34,8 +35,24 @@ def drafter_for(config: str, model):
     if name == "triforce":
         if "budget" in options:
             options["kv_budget"] = options.pop("budget")
+        if "draft_layers" in options:  # the bottom: the target's first N layers over a StreamingLLM cache
+            options["draft"] = shallow_copy(model, options.pop("draft_layers"))
         return make_triforce(model, **options)
     return make_drafter(name, **options)
+
+
+def shallow_copy(model, layers: int):
+    """The target's first ``layers`` layers, its final norm and LM head, sharing its weights."""
+    from dataclasses import asdict
+
+    from mlx.utils import tree_flatten, tree_unflatten
+
+    from mlx_specdec.models import build_model
+
+    shallow = build_model(dict(asdict(model.args), num_hidden_layers=layers))
+    ours = dict(tree_flatten(model.parameters()))
+    shallow.update(tree_unflatten([(k, ours[k]) for k, _ in tree_flatten(shallow.parameters())]))
+    return shallow
 
 
 def run(session, ids, drafter, max_tokens, eos):
