@@ -4,7 +4,9 @@
 
 After a prefill of ``past`` random tokens, prints the median milliseconds of a forward over n new
 tokens: over the full cache, through a RetrievalView (selection reused), and a view's rebuild +
-first forward (the selection's scoring and gather included).
+first forward (the selection's scoring and gather included). ``--synthetic`` fills the cache with
+random keys and values instead of a prefill (the cost of a forward does not depend on them, and an
+8K prefill takes minutes on a small CPU).
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ def main():
     parser.add_argument("--sinks", type=int, default=16)
     parser.add_argument("--window", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--synthetic", action="store_true", help="random KV instead of a prefill")
     args = parser.parse_args()
     ensure_fast_blas()
     if args.model is None:
@@ -52,10 +55,18 @@ def main():
     model = load(args.model, args.dtype).model
     rng = np.random.default_rng(0)
     cache = KVCache(len(model.layers))
-    ids = rng.integers(0, 1000, args.past)
-    for start in range(0, args.past, PREFILL_CHUNK):
-        mx.eval(model.hidden(mx.array(ids[start : start + PREFILL_CHUNK])[None], cache), *cache.state())
-    print(f"model={args.model} dtype={args.dtype} device={mx.default_device()} blas={blas_in_use()} past={args.past}")
+    if args.synthetic:
+        a = model.args
+        for layer in range(len(model.layers)):
+            kv = [mx.random.normal((1, a.num_key_value_heads, args.past, a.head_dim)).astype(model.model.norm.weight.dtype) for _ in "kv"]
+            cache.update(layer, *kv)
+        cache.advance(args.past)
+        mx.eval(*cache.state())
+    else:
+        ids = rng.integers(0, 1000, args.past)
+        for start in range(0, args.past, PREFILL_CHUNK):
+            mx.eval(model.hidden(mx.array(ids[start : start + PREFILL_CHUNK])[None], cache), *cache.state())
+    print(f"model={args.model} dtype={args.dtype} device={mx.default_device()} blas={blas_in_use()} past={args.past}{' (synthetic KV)' if args.synthetic else ''}")
     for n in map(int, args.sizes.split(",")):
         tokens = mx.array(rng.integers(0, 1000, (1, n)))
 
