@@ -167,3 +167,22 @@ def test_gamma2_auto_equals_ar_and_tries_every_length():
             chooser.record(g, 2 if g == 3 else 1, 1.0)
     picks = [chooser.choose() for _ in range(16)]
     assert picks.count(3) == 14 and set(picks) - {3} <= {2, 4}
+
+
+def test_tree_shaped_bottom_drafts_equal_ar():
+    """pld with several continuations gives the middle trees (mask over the view's length)."""
+    from mlx_specdec.drafters.pld import PromptLookup
+    from mlx_specdec.drafters.triforce import TriForce
+
+    target = tiny_model(seed=8, scale=3.0)
+    rng = np.random.default_rng(8)
+    block = rng.integers(3, 97, 6).tolist()
+    prompt = sum(([*block[:3], int(t), *block[3:]] for t in rng.integers(3, 97, 10)), [])  # shared prefixes, varied tails
+    expected, _ = generate_ids(target, make_drafter("ar"), prompt, max_tokens=50)
+    drafter = TriForce(target, PromptLookup(min_ngram=1, num_draft=3, num_matches=3), budget=24, chunk=4, sinks=4, window=4, gamma2=5)
+    trees = []
+    original = drafter._forward
+    drafter._forward = lambda tree: trees.append(not tree.is_chain) or original(tree)
+    got, _ = generate_ids(target, drafter, prompt, max_tokens=50)
+    assert got == expected
+    assert any(trees)
