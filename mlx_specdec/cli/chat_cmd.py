@@ -29,7 +29,7 @@ HELP = """[bold]/help[/]            this list
 
 def chat(
     model: opts.Model = None,
-    method: Optional[str] = typer.Option(None, "--method", help="Decoding method: ar, pld, draft-model, lookahead, redrafter (default: redrafter on a GPU when a head ships for the model, else pld, the fastest on a CPU)."),
+    method: Optional[str] = typer.Option(None, "--method", help="Decoding method: ar, pld, draft-model, lookahead, redrafter, triforce (default: redrafter on a GPU when a head ships for the model, else pld, the fastest on a CPU)."),
     max_tokens: Optional[int] = typer.Option(None, "--max-tokens", min=1, help="Longest answer in tokens (default 512)."),
     temp: Optional[float] = typer.Option(None, "--temp", help="Sampling temperature; 0 = greedy (the default)."),
     top_p: Optional[float] = typer.Option(None, "--top-p", help="Nucleus sampling: keep the most likely tokens up to this mass."),
@@ -52,6 +52,10 @@ def chat(
     window: opts.Window = None,
     ngram: opts.Ngram = None,
     guesses: opts.Guesses = None,
+    budget: opts.KvBudget = None,
+    chunk: opts.Chunk = None,
+    sinks: opts.Sinks = None,
+    gamma2: opts.Gamma2 = None,
 ):
     """Chat with a model; a status line shows tokens/s, tau and draft acceptance live. Type /help for commands."""
     from ..chat import ChatEngine, Conversation, latest_history, new_history_path
@@ -73,7 +77,8 @@ def chat(
     engine = ChatEngine(loaded, None, conversation, history, seed=seed)
     engine.params  # validates the sampling options before the first turn
     options = opts.method_options(num_draft, draft_model, drafter, tree, window, ngram, guesses,
-                                   beam_width, beam_length, tree_topk, tree_depth, tree_size, lookup)
+                                   beam_width, beam_length, tree_topk, tree_depth, tree_size, lookup,
+                                   kv_budget=budget, chunk=chunk, sinks=sinks, gamma2=gamma2)
     drafters = Drafters(loaded, engine, options)
     name = method or (settings["method"] if conversation.messages and drafters.available(settings["method"]) else None)
     if name is None:

@@ -67,5 +67,7 @@ def status_line(method: str, answer, session=None) -> Text:
     if answer.proposed:
         parts.append(f"accept {sparkline(answer.acceptance_by_depth)} {100 * answer.accepted / answer.proposed:.0f}%")
     parts.append(f"tree {answer.forward_tokens / steps:.1f}" if answer.forward_tokens else "tree -")
+    if answer.middle:  # TriForce's middle level (the target over the retrieval view)
+        parts.append(f"middle tau {answer.middle['tau']:.2f} accept {100 * answer.middle['acceptance']:.0f}%")
     parts.append(f"draft {_share(answer.draft_s, answer.decode_s)} verify {_share(answer.verify_s, answer.decode_s)}")
     return Text(" · ".join(parts), style="dim", no_wrap=True, overflow="ellipsis")

@@ -52,19 +52,18 @@ def build_drafter(method: str, loaded, params, num_draft=None, draft_model=None,
     """Map the CLI's method options onto ``make_drafter``'s per-method options."""
     from ..drafters import make_drafter
 
+    triforce = {k: extra.pop(k, None) for k in ("kv_budget", "chunk", "sinks", "gamma2")}
     options = {}
     if method == "pld" and num_draft:
         options["num_draft"] = num_draft
     elif method == "draft-model":
         if draft_model is None:
             raise UserError("--method draft-model needs --draft-model PATH (a smaller model with the same tokenizer)")
-        from ..loader import load
-
-        with console.status("Loading the draft model..."):
-            draft = load(resolve_model(draft_model), loaded.dtype)
-        if draft.tokenizer.vocab_size != loaded.tokenizer.vocab_size and abs(draft.model.args.vocab_size - loaded.model.args.vocab_size) > 1024:
-            raise UserError("the draft model's tokenizer differs from the target's: pick a draft model of the same family")
+        draft = load_draft(draft_model, loaded)
         options = dict(model=draft.model, num_draft=num_draft or 4, params=params, target_vocab=loaded.model.args.vocab_size)
+    elif method == "triforce":
+        draft = load_draft(draft_model, loaded).model if draft_model is not None else None
+        options = dict(target=loaded.model, params=params, draft=draft, num_draft=num_draft, window=window, **triforce)
     elif method == "lookahead":
         options = {k: v for k, v in dict(window=window, ngram=ngram, guesses=guesses).items() if v is not None}
     elif method == "redrafter":
@@ -72,6 +71,21 @@ def build_drafter(method: str, loaded, params, num_draft=None, draft_model=None,
         with console.status("Preparing the ReDrafter head (the first run on a device measures its forward cost)..."):
             return make_drafter(method, **options)
     return make_drafter(method, **options)
+
+
+TOKENIZER_PROBE = "The cat sat on the mat. Hello, world! 12345 def f(x): return x  # ünïcode"
+
+
+def load_draft(draft_model: str, loaded):
+    """A draft model in the target's dtype; its tokenizer must be the target's."""
+    from ..loader import load
+
+    with console.status("Loading the draft model..."):
+        draft = load(resolve_model(draft_model), loaded.dtype)
+    vocab_differs = draft.tokenizer.vocab_size != loaded.tokenizer.vocab_size and abs(draft.model.args.vocab_size - loaded.model.args.vocab_size) > 1024
+    if vocab_differs or draft.tokenizer.encode(TOKENIZER_PROBE) != loaded.tokenizer.encode(TOKENIZER_PROBE):
+        raise UserError("the draft model's tokenizer differs from the target's: pick a draft model of the same family")
+    return draft
 
 
 def redrafter_options(target, drafter_path, tree, extra: dict) -> dict:

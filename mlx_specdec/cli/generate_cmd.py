@@ -14,7 +14,7 @@ from .common import build_drafter, console, load_target, out
 def generate(
     prompt: str = typer.Option(..., "--prompt", "-p", help="The user message (the chat template is applied unless --raw)."),
     model: opts.Model = None,
-    method: str = typer.Option("ar", "--method", help="Decoding method: ar, pld, draft-model, lookahead, redrafter."),
+    method: str = typer.Option("ar", "--method", help="Decoding method: ar, pld, draft-model, lookahead, redrafter, triforce."),
     max_tokens: int = typer.Option(256, "--max-tokens", min=1, help="Stop after this many new tokens."),
     temp: float = typer.Option(0.0, "--temp", help="Sampling temperature; 0 = greedy."),
     top_p: float = typer.Option(1.0, "--top-p", help="Nucleus sampling: keep the most likely tokens up to this mass."),
@@ -37,6 +37,10 @@ def generate(
     window: opts.Window = None,
     ngram: opts.Ngram = None,
     guesses: opts.Guesses = None,
+    budget: opts.KvBudget = None,
+    chunk: opts.Chunk = None,
+    sinks: opts.Sinks = None,
+    gamma2: opts.Gamma2 = None,
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object (text, tokens, prompt_tokens, model, method, stats)."),
 ):
     """Generate an answer to one prompt, with any decoding method (the output is the same for all under greedy)."""
@@ -47,7 +51,8 @@ def generate(
     params = SamplingParams(temperature=temp, top_p=top_p, top_k=top_k, seed=seed)
     loaded = load_target(model, dtype)
     options = opts.method_options(num_draft, draft_model, drafter, tree, window, ngram, guesses,
-                                 beam_width, beam_length, tree_topk, tree_depth, tree_size, lookup)
+                                 beam_width, beam_length, tree_topk, tree_depth, tree_size, lookup,
+                                 kv_budget=budget, chunk=chunk, sinks=sinks, gamma2=gamma2)
     draft = build_drafter(method, loaded, params, **options)
     if raw:
         ids = loaded.tokenizer.encode(prompt, add_special_tokens=True)
@@ -67,5 +72,5 @@ def generate(
     else:
         out.print()
         console.print(f"[dim]{method}: {stats.new_tokens} tokens, {stats.tokens_per_s:.1f} tok/s, "
-                      f"tau {stats.tau:.2f}, prefill {stats.prefill_tokens} tokens in {stats.prefill_s:.2f}s ({loaded.dtype})[/]")
+                      f"tau {stats.tau:.2f}, " + (f"middle tau {stats.middle['tau']:.2f}, " if stats.middle else "") + "prefill {stats.prefill_tokens} tokens in {stats.prefill_s:.2f}s ({loaded.dtype})[/]")
 

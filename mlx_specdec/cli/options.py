@@ -23,9 +23,14 @@ TreeTopk = Annotated[Optional[int], typer.Option("--tree-topk", help="redrafter 
 TreeDepth = Annotated[Optional[int], typer.Option("--tree-depth", help="redrafter --tree dynamic: draft rounds (depth, default 5).")]
 TreeSize = Annotated[Optional[str], typer.Option("--tree-size", help="redrafter --tree dynamic: draft nodes verified per step (n), or 'auto' (default: sized from this device's measured forward cost and the running acceptance).")]
 Lookup = Annotated[Optional[int], typer.Option("--lookup", help="redrafter: also merge up to N prompt-lookup continuations (n-grams the context repeats) into each draft tree; 0 = the head's drafts only (default 2).")]
-Window = Annotated[Optional[str], typer.Option("--window", help="Lookahead window width W, or 'auto' (sized from the measured forward cost).")]
+Window = Annotated[Optional[str], typer.Option("--window", help="Lookahead window width W, or 'auto' (sized from the measured forward cost); triforce: recent tokens its cache views always keep (default 128).")]
 Ngram = Annotated[Optional[int], typer.Option("--ngram", help="Lookahead n-gram size N.")]
 Guesses = Annotated[Optional[int], typer.Option("--guesses", help="Lookahead n-grams verified per step G.")]
+
+KvBudget = Annotated[Optional[int], typer.Option("--budget", help="triforce: KV slots the middle level attends to (sinks + retrieved chunks + recent window; default 1024).")]
+Chunk = Annotated[Optional[int], typer.Option("--chunk", help="triforce: tokens per retrieved KV chunk (default 16).")]
+Sinks = Annotated[Optional[int], typer.Option("--sinks", help="triforce: first tokens its cache views always keep (default 16).")]
+Gamma2 = Annotated[Optional[str], typer.Option("--gamma2", help="triforce: tokens the middle level drafts per full-cache step (default 6), or 'auto' (the length with the most tokens/s so far); --num-draft is the bottom's gamma1 (default 4, 0 = none).")]
 
 
 BEAM_ONLY = {"beam_width": "--beam-width", "beam_length": "--beam-length"}  # redrafter keyword -> flag
@@ -43,11 +48,13 @@ def _int_or_auto(name: str, value):
 
 
 def method_options(num_draft=None, draft_model=None, drafter=None, tree=None, window=None, ngram=None, guesses=None,
-                   beam_width=None, beam_length=None, tree_topk=None, tree_depth=None, tree_size=None, lookup=None) -> dict:
+                   beam_width=None, beam_length=None, tree_topk=None, tree_depth=None, tree_size=None, lookup=None,
+                   kv_budget=None, chunk=None, sinks=None, gamma2=None) -> dict:
     """The method options as ``build_drafter`` keywords; ``--window`` and ``--tree-size`` are an
     integer or 'auto'."""
     tree_size = _int_or_auto("--tree-size", tree_size)
     return dict(num_draft=num_draft, draft_model=draft_model, drafter_path=drafter, tree=tree,
                 window=_int_or_auto("--window", window), ngram=ngram, guesses=guesses,
                 beam_width=beam_width, beam_length=beam_length, topk=tree_topk, depth=tree_depth,
-                num_nodes=None if tree_size == "auto" else tree_size, budget=True if tree_size == "auto" else None, lookup=lookup)
+                num_nodes=None if tree_size == "auto" else tree_size, budget=True if tree_size == "auto" else None, lookup=lookup,
+                kv_budget=kv_budget, chunk=chunk, sinks=sinks, gamma2=gamma2)

@@ -11,6 +11,7 @@ METHODS = {
     "pld": "prompt lookup: copies continuations of repeated n-grams, no weights",
     "draft-model": "a smaller model with the same tokenizer drafts a chain (--draft-model PATH)",
     "lookahead": "lookahead decoding: Jacobi iterations fill an n-gram pool, no weights (--window --ngram --guesses)",
+    "triforce": "TriForce for long contexts: pld (or --draft-model) drafts for the target over a retrieval-selected KV budget, which drafts for the full target (--budget --chunk --sinks --window --gamma2)",
     "redrafter": "ReDrafter: a trained recurrent head drafts beams or a dynamic tree (--tree beam|dynamic, --drafter HEAD_DIR)",
 }
 
@@ -45,4 +46,8 @@ def make_drafter(name: str, **options) -> Drafter:
         from .redrafter import make_redrafter
 
         return make_redrafter(**options)
+    if name == "triforce":
+        from .triforce import make_triforce
+
+        return make_triforce(**options)
     raise UserError(f"unknown method {name!r} (choose from: {', '.join(METHODS)})")
