@@ -1,37 +1,46 @@
 """Sparse views over a :class:`~mlx_specdec.cache.KVCache`: attention reads a few slots, not all.
 
-A view implements the protocol the models call on a cache (``offset``, ``update(layer, k, v,
-queries)``, ``advance(n)``, ``state()``) but returns from ``update`` only some of the cached slots,
-followed by the forward's new tokens. Keys are stored already rotated at their absolute positions,
-so any subset of slots keeps correct positions; ``offset`` stays the *absolute* position of the
-next token (RoPE), while ``length`` is the number of slots attention sees before the new tokens:
-a mask passed with a view is ``(L, length + L)``. A chain needs no mask (the new tokens are last,
-so the causal mask is right).
+Both views hand mlx-lm's model code per-layer objects (``layer_views``, the seam of
+``layer_cache.py``): ``offset`` is the *absolute* position of the forward's first new token (RoPE),
+``update_and_fetch`` returns only some cached slots followed by the new tokens, and ``make_mask``
+returns the mask columns of those same slots. Keys are stored already rotated at their absolute
+positions, so any subset of slots keeps correct positions.
 
-- :class:`StreamingView` (StreamingLLM): ``sinks`` first tokens + the ``window`` most recent ones.
-  It owns a whole KVCache (so rollback stays pointer arithmetic) and only *reads* a window of it.
-- :class:`RetrievalView` (TriForce): the sink tokens, the top chunks of the context by
-  ``query . mean(chunk keys)`` per KV head, and the recent tail, gathered once per
+- :class:`StreamingView` (StreamingLLM, for a draft model): a KVCache that keeps every token (so
+  rollback stays pointer arithmetic) and whose layers *read* the ``sinks`` first tokens + the
+  ``window`` most recent ones (:meth:`StreamingLayer.visible_slots`).
+- :class:`RetrievalView` (TriForce's middle level): the sink tokens, the top chunks of the context
+  by ``query . mean(chunk keys)`` per KV head, and the recent tail, gathered once per
   :meth:`RetrievalView.rebuild` from a full cache it never writes; new tokens go to its own tail.
+  ``length`` is the number of slots attention sees before the new tokens: a tree mask passed with
+  this view is ``(L, length + L)``; a chain needs none (the new tokens are last).
 
-What a view needs from the cache it wraps: per-layer ``keys[layer]``/``values[layer]`` arrays
-(B, n_kv, capacity, hd) whose slots ``[0, offset)`` are valid, and ``offset``. The retrieval view
-also needs, at each layer, the forward's rotated queries (B, n_heads, L, hd): the models pass them
-as ``update(..., queries=q)`` (a plain KVCache ignores them).
+What the retrieval view needs from the cache it wraps: per-layer ``keys[layer]``/``values[layer]``
+(B, n_kv, capacity, hd) valid on ``[0, offset)``, and ``offset``. From the model it needs, at each
+layer, the forward's rotated queries (B, n_heads, L, hd): it says so with ``reads_queries = True``
+and the adapter (``models/mlx_lm_adapter.py``) hands its ``layer_views`` a ``queries(keys)``
+callable that returns the RoPE output of this layer that is not ``keys``.
+
+Sliding-window layers (Gemma 3) and layers without RoPE (SmolLM3's NoPE layers) are not scored:
+their selection is the most recent slots (as many as the scored layers keep), and a sliding
+layer's mask also applies its window over the true positions. A view only drafts (the full
+target verifies every token), so any selection is lossless; this one keeps what such a layer
+can see.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import mlx.core as mx
 
 from .cache import KVCache
+from .layer_cache import LayerCache
 
 _TAIL = 64  # spare slots allocated behind a fresh selection (grows like a KVCache beyond that)
 
 
-class StreamingView:
+class StreamingView(KVCache):
     """Sinks + recent window over a KVCache that keeps every token (StreamingLLM for a draft model).
 
     Example, sinks 2, window 3, 10 tokens cached, a forward over 2 new tokens (slots 10, 11):
@@ -41,37 +50,29 @@ class StreamingView:
     """
 
     def __init__(self, num_layers: int, sinks: int = 16, window: int = 240):
-        self.cache = KVCache(num_layers)
+        super().__init__(num_layers)
         self.sinks, self.window = sinks, window
 
     @property
-    def offset(self) -> int:
-        return self.cache.offset
-
-    @property
     def length(self) -> int:
-        return min(self.cache.offset, self.sinks + self.window)
+        return min(self.offset, self.sinks + self.window)
 
-    def update(self, layer: int, keys: mx.array, values: mx.array, queries: mx.array | None = None):
-        k, v = self.cache.update(layer, keys, values)
-        end = k.shape[2]
-        recent = end - keys.shape[2] - self.window  # first slot of the window
-        if recent <= self.sinks:
-            return k, v
-        return (mx.concatenate([k[..., : self.sinks, :], k[..., recent:, :]], axis=2),
-                mx.concatenate([v[..., : self.sinks, :], v[..., recent:, :]], axis=2))
+    def layer_views(self, plan, windows: Sequence[int | None]) -> list:
+        return [StreamingLayer(self, i, plan, w) for i, w in enumerate(windows)]
 
-    def advance(self, n: int) -> None:
-        self.cache.advance(n)
 
-    def trim(self, n: int) -> int:
-        return self.cache.trim(n)
+class StreamingLayer(LayerCache):
+    """One layer of a :class:`StreamingView`: keys, values and mask columns follow
+    :meth:`visible_slots` (the base class does the rest)."""
 
-    def truncate(self, length: int) -> None:
-        self.cache.truncate(length)
-
-    def state(self) -> list[mx.array]:
-        return self.cache.state()
+    def visible_slots(self, window: int | None) -> slice | mx.array:
+        past, end = self.plan.past, self.plan.past + self.plan.n
+        first = 0 if window is None else max(0, past - window + 1)  # the layer's own sliding window
+        recent = past - self.kv.window  # first slot of the StreamingLLM window
+        if recent <= self.kv.sinks or recent <= first:
+            return slice(first, None)
+        sinks = [j for j in range(self.kv.sinks) if j >= first]
+        return mx.array(sinks + list(range(recent, end)), mx.int32)
 
 
 def selection_geometry(past: int, budget: int, chunk: int, sinks: int, window: int) -> tuple[int, int, int]:
@@ -109,6 +110,8 @@ class RetrievalView:
     kept, e.g. chunks 1 and 3 -> slots [0, 1, 4, 5, 8, 9, 10, 11] (``selected[layer]``).
     """
 
+    reads_queries = True  # the adapter passes each layer's rotated queries to layer_views
+
     def __init__(self, cache: KVCache, budget: int = 1024, chunk: int = 16, sinks: int = 16, window: int = 128):
         self.full = cache
         self.budget, self.chunk, self.sinks, self.window = budget, chunk, sinks, window
@@ -135,11 +138,21 @@ class RetrievalView:
     def length(self) -> int:
         return self.slots.offset
 
-    def update(self, layer: int, keys: mx.array, values: mx.array, queries: mx.array | None = None):
+    def layer_views(self, plan, windows: Sequence[int | None], queries: Callable | None = None) -> list:
+        """Per-layer objects for one forward of mlx-lm's model code (``plan.past`` = :attr:`offset`).
+        ``queries(keys)``: the layer's rotated queries or None (the adapter's hook)."""
+        return [RetrievalLayer(self, i, plan, w, queries) for i, w in enumerate(windows)]
+
+    def update(self, layer: int, keys: mx.array, values: mx.array, queries: mx.array | None = None,
+               scored: bool = True):
+        """Write the new tokens behind the selection (selecting first after a rebuild) and return
+        the view's keys/values (B, n_kv, length + L, hd). ``scored=False`` (a sliding-window or
+        NoPE layer) or no ``queries``: the selection is the most recent slots."""
         if self.pending[layer]:
-            if queries is None:
-                raise ValueError("RetrievalView needs the forward's queries to select chunks (update(..., queries=q))")
-            self._select(layer, queries[:, :, 0, :], keys.shape[2])
+            if scored and queries is not None:
+                self._select(layer, queries[:, :, 0, :], keys.shape[2])
+            else:
+                self._select_recent(layer, keys.shape[2])
             self.pending[layer] = False
         return self.slots.update(layer, keys, values)
 
@@ -147,7 +160,7 @@ class RetrievalView:
         """Gather the sinks, the top chunks for ``query`` (B, n_heads, hd) and the tail of ``full``."""
         past, c = self.base, self.chunk
         num_chunks, keep, recent = selection_geometry(past, self.budget, c, self.sinks, self.window)
-        k_full, v_full = self.full.keys[layer][..., :past, :], self.full.values[layer][..., :past, :]
+        k_full = self.full.keys[layer][..., :past, :]
         B, n_kv, _, hd = k_full.shape
         parts = [mx.broadcast_to(mx.arange(min(self.sinks, past)), (B, n_kv, min(self.sinks, past)))]
         if keep:
@@ -158,14 +171,25 @@ class RetrievalView:
             slots = self.sinks + top[..., None] * c + mx.arange(c)  # (B, n_kv, keep, c)
             parts.append(slots.reshape(B, n_kv, keep * c))
         parts.append(mx.broadcast_to(mx.arange(max(self.sinks, recent), past), (B, n_kv, max(0, past - max(self.sinks, recent)))))
-        index = mx.concatenate(parts, axis=-1).astype(mx.int32)  # (B, n_kv, num_selected)
+        self._gather(layer, mx.concatenate(parts, axis=-1).astype(mx.int32), new)
+
+    def _select_recent(self, layer: int, new: int) -> None:
+        """The ``num_selected`` slots before the base: positions ``[base - num_selected, base)``."""
+        B, n_kv = self.full.keys[layer].shape[:2]
+        start = self.base - self.num_selected
+        self._gather(layer, mx.broadcast_to(mx.arange(start, self.base, dtype=mx.int32), (B, n_kv, self.num_selected)), new)
+
+    def _gather(self, layer: int, index: mx.array, new: int) -> None:
+        """The selection ``index`` (B, n_kv, num_selected) of the full cache, then room for the
+        view's own tokens."""
         self.selected[layer] = index
 
-        def gather(a):  # the selection, then room for the view's own tokens
-            spare = mx.zeros((B, n_kv, new + _TAIL, a.shape[3]), a.dtype)
+        def gather(a):
+            a = a[..., : self.base, :]
+            spare = mx.zeros((*index.shape[:2], new + _TAIL, a.shape[3]), a.dtype)
             return mx.concatenate([mx.take_along_axis(a, index[..., None], axis=2), spare], axis=2)
 
-        self.slots.keys[layer], self.slots.values[layer] = gather(k_full), gather(v_full)
+        self.slots.keys[layer], self.slots.values[layer] = gather(self.full.keys[layer]), gather(self.full.values[layer])
 
     def _chunk_means(self, layer: int, keys: mx.array, num_chunks: int) -> mx.array:
         """Mean key of chunks ``0 .. num_chunks - 1``; chunks already averaged at an earlier rebuild
@@ -197,3 +221,48 @@ class RetrievalView:
 
     def state(self) -> list[mx.array]:
         return self.slots.state()
+
+
+class RetrievalLayer(LayerCache):
+    """One layer of a :class:`RetrievalView` in mlx-lm's cache protocol.
+
+    ``offset`` is the absolute position (``plan.past``); keys/values live in the view's own
+    ``slots`` cache. Masks: a chain's new tokens are last (None / "causal"); a tree brings its mask
+    (N, length + N); a sliding window (``window_size``) is applied over the true positions of the
+    view's slots, which for the (unscored, recent) sliding layers are ``[offset - length, offset)``.
+    """
+
+    def __init__(self, view: RetrievalView, layer: int, plan, window: int | None, queries: Callable | None):
+        super().__init__(view.slots, layer, plan, window)
+        self.view, self.queries = view, queries
+
+    def visible_slots(self, window: int | None) -> slice:
+        return slice(0, None)
+
+    def update_and_fetch(self, keys: mx.array, values: mx.array) -> tuple[mx.array, mx.array]:
+        q = self.queries(keys) if self.queries is not None else None  # every layer takes its own (clears the hook)
+        return self.view.update(self.layer, keys, values, q, scored=self.window is None)
+
+    def make_mask(self, N: int, window_size: int | None = None, return_array: bool = False):
+        plan, length = self.plan, self.view.length
+        if N != plan.n:
+            raise ValueError(f"make_mask({N}) in a forward of {plan.n} tokens")
+        if plan.mask is None and window_size is None and not return_array:
+            return None if N == 1 else "causal"
+        if plan.mask is not None:
+            mask = plan.mask
+        else:
+            new = mx.arange(N)
+            mask = mx.concatenate([mx.ones((N, length), mx.bool_), new[:, None] >= new[None]], axis=1)
+        if mask.shape[-1] != length + N:
+            raise ValueError(f"a mask over {mask.shape[-1]} slots for a view of {length} + {N}")
+        if window_size is not None:
+            query = plan.query_positions().astype(mx.int32)
+            slot = mx.concatenate([mx.arange(plan.past - length, plan.past, dtype=mx.int32), query], axis=-1)
+            ok = query[..., :, None] - slot[..., None, :] < window_size
+            mask = mask & (ok if ok.ndim == mask.ndim else ok[:, None])
+        return mask
+
+    def size(self) -> int:
+        return self.view.length
+
