@@ -32,13 +32,16 @@ def _prompts(loaded, context, n):
 
 
 def _shallow(model, layers):
-    from dataclasses import asdict
+    """The target's first ``layers`` layers (and its embedding, norm and head) as a model."""
+    import json
 
     from mlx.utils import tree_flatten, tree_unflatten
 
     from mlx_specdec.models import build_model
+    from mlx_specdec.store import default_model_dir
 
-    shallow = build_model(dict(asdict(model.args), num_hidden_layers=layers))
+    config = json.loads((default_model_dir() / "config.json").read_text())
+    shallow = build_model(dict(config, num_hidden_layers=layers))
     ours = dict(tree_flatten(model.parameters()))
     shallow.update(tree_unflatten([(k, ours[k]) for k, _ in tree_flatten(shallow.parameters())]))
     return shallow
