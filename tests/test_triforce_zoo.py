@@ -1,8 +1,8 @@
 """TriForce on mlx-lm architectures other than Llama, through the adapter's seam: a full-budget
 retrieval view equals the full cache (so sliding-window and NoPE layers get their masks right,
 chain and tree), the view scores chunks with the layer's true rotated query (the adapter's hook),
-and greedy triforce equals ar on qwen3, gemma3_text (sliding-window layers) and smollm3 (NoPE
-layers)."""
+and greedy triforce equals ar on every architecture of test_zoo (gemma3_text and llama-sliding:
+sliding-window layers; smollm3: NoPE layers; glm4: partial RoPE)."""
 
 import mlx.core as mx
 import numpy as np
@@ -15,7 +15,7 @@ from mlx_specdec.drafters.triforce import make_triforce
 from mlx_specdec.tree import Tree
 
 from conftest import generate_ids
-from test_zoo import zoo_model
+from test_zoo import ZOO, zoo_model
 
 ARCHS = ["qwen3", "gemma3_text", "smollm3", "llama-sliding"]
 
@@ -75,7 +75,7 @@ def test_view_scores_with_the_layers_rotated_query():
     assert view.selected[0].shape[-1] == 24 and not mx.array_equal(view.selected[0][0, 0], mx.arange(36, 60))
 
 
-@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("arch", list(ZOO))
 @pytest.mark.parametrize("seed", [0, 1])
 def test_greedy_triforce_equals_ar(arch, seed):
     target = zoo_model(arch, seed=seed)

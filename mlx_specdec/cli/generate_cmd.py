@@ -72,5 +72,5 @@ def generate(
     else:
         out.print()
         console.print(f"[dim]{method}: {stats.new_tokens} tokens, {stats.tokens_per_s:.1f} tok/s, "
-                      f"tau {stats.tau:.2f}, " + (f"middle tau {stats.middle['tau']:.2f}, " if stats.middle else "") + "prefill {stats.prefill_tokens} tokens in {stats.prefill_s:.2f}s ({loaded.dtype})[/]")
+                      f"tau {stats.tau:.2f}, " + (f"middle tau {stats.middle['tau']:.2f}, " if stats.middle else "") + f"prefill {stats.prefill_tokens} tokens in {stats.prefill_s:.2f}s ({loaded.dtype})[/]")
 
