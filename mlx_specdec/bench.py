@@ -204,6 +204,7 @@ def run_conversation(tokenizer, prompt: Prompt, method: str, runner, max_tokens:
         accepted_by_depth=stats.accepted_by_depth if ours else None,
         acceptance_by_depth=[round(a, 4) for a in stats.acceptance_by_depth] if ours else None,
         peak_memory_mb=round(memory, 1), memory_source=source,
+        middle=stats.middle if ours else None,  # TriForce's middle level: forwards, proposed, accepted, tau
     )
     if margins is not None:
         row["margins"] = margins
@@ -268,6 +269,8 @@ def _aggregate(rows: list[dict], base: dict) -> dict:
 
     base_rate = rate([b for _, b in paired])
     forwards = sum(r["target_forwards"] for r in rows)
+    middle = [r["middle"] for r in rows if r.get("middle")]
+    m_forwards, m_proposed, m_accepted = (sum(m[k] for m in middle) for k in ("forwards", "proposed", "accepted"))
     return dict(
         prompts=len(rows),
         new_tokens=sum(r["new_tokens"] for r in rows),
@@ -282,6 +285,8 @@ def _aggregate(rows: list[dict], base: dict) -> dict:
         checked=sum(r["matches_ar"] is not None for r in rows),
         mismatches=sum(r.get("divergence") == "mismatch" for r in rows),
         near_ties=sum(r.get("divergence") == "near-tie" for r in rows),
+        middle_tau=round((m_accepted + m_forwards) / m_forwards, 4) if m_forwards else None,
+        middle_acceptance=round(m_accepted / m_proposed, 4) if m_proposed else None,
     )
 
 

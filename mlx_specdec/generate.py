@@ -42,6 +42,7 @@ class Step:
     verify_s: float = 0.0
     bookkeeping_s: float = 0.0
     prefill: bool = False  # the prompt's forward (its time is kept out of tokens/s)
+    inner: tuple[int, int, int] | None = None  # Tree.inner: a drafter's middle level (forwards, proposed, accepted)
     finish: str | None = None  # "eos", "length" (max tokens), "context" (the model's context is full) or None
 
     @property
@@ -139,6 +140,8 @@ class Session:
             logits, hidden, tapped = self._prefill(ids[keep:], taps)
             self.cached = list(ids)
             root = self._pick(logits[None], params, rng)
+            if hasattr(drafter, "bind_cache"):  # a drafter that reads the target's cache (TriForce)
+                drafter.bind_cache(self.cache)
             drafter.reset(ids, hidden, **({"taps": tapped} if taps else {}))
             finish = "eos" if root in eos else ("length" if max_tokens <= 1 else None)
             yield Step([] if root in eos else [root], verify_s=time.perf_counter() - t0, prefill=True, finish=finish)
@@ -180,6 +183,7 @@ class Session:
                     verify_s=t2 - t1,
                     bookkeeping_s=time.perf_counter() - t2,
                     finish=finish,
+                    inner=tree.inner,
                 )
         finally:
             self.cache.truncate(len(self.cached))

@@ -117,10 +117,10 @@ DYNAMIC_ONLY = ("tree_topk", "tree_depth", "tree_size")  # redrafter options of 
 class MethodOptions:
     """The options of every decoding method; None = not given (the method's default)."""
 
-    num_draft: int | None = option("--num-draft", "Drafted tokens per step (pld default 6, draft-model default 4); recycle: the longest context chain (default 16).",
-                                   integer(minimum=1, maximum=64), ("pld", "draft-model", "recycle"))
+    num_draft: int | None = option("--num-draft", "Drafted tokens per step (pld default 6, draft-model default 4); recycle: the longest context chain (default 16); triforce: the bottom drafter's gamma1 (default 4, 0 = none).",
+                                   integer(minimum=0, maximum=64), ("pld", "draft-model", "recycle", "triforce"))
     draft_model: str | None = option("--draft-model", "Draft model directory or store name (draft-model; also mlx-lm's speculative peer in bench).",
-                                     text("PATH"), ("draft-model",))
+                                     text("PATH"), ("draft-model", "triforce"))
     drafter: str | None = option("--drafter", "A trained draft head directory (redrafter, eagle: a ReDrafter head or an EAGLE-3 directory in the published Hugging Face layout; default: the head shipped for the model).",
                                  text("PATH"), ("redrafter", "eagle"))
     tree: str | None = option("--tree", "Draft tree shape for redrafter: beam or dynamic (default dynamic, or beam when a beam option is given).",
@@ -137,10 +137,16 @@ class MethodOptions:
                                          integer_or_auto(minimum=1), ("redrafter", "recycle", "eagle"))
     lookup: int | None = option("--lookup", f"redrafter, eagle: also merge up to N prompt-lookup continuations (n-grams the context repeats) into each draft tree; 0 = the head's drafts only (default {REDRAFTER_LOOKUP}).",
                                 integer(minimum=0), ("redrafter", "eagle"))
-    window: int | str | None = option("--window", "Lookahead window width W, or 'auto' (default: sized from the measured forward cost).",
-                                      integer_or_auto(minimum=0), ("lookahead",))
+    window: int | str | None = option("--window", "Lookahead window width W, or 'auto' (default: sized from the measured forward cost); triforce: recent tokens its cache views always keep (default 128).",
+                                      integer_or_auto(minimum=0), ("lookahead", "triforce"))
     ngram: int | None = option("--ngram", "Lookahead n-gram size N (default 4).", integer(minimum=2), ("lookahead",))
     guesses: int | None = option("--guesses", "Lookahead n-grams verified per step G (default 4).", integer(minimum=0), ("lookahead",))
+    kv_budget: int | None = option("--budget", "triforce: KV slots the middle level attends to (sinks + retrieved chunks + recent window; default 1024).",
+                                   integer(minimum=1), ("triforce",))
+    chunk: int | None = option("--chunk", "triforce: tokens per retrieved KV chunk (default 16).", integer(minimum=1), ("triforce",))
+    sinks: int | None = option("--sinks", "triforce: first tokens its cache views always keep (default 16).", integer(minimum=0), ("triforce",))
+    gamma2: int | str | None = option("--gamma2", "triforce: tokens the middle level drafts per full-cache step (default 6), or 'auto' (the length with the most tokens/s so far).",
+                                      integer_or_auto(minimum=1), ("triforce",))
 
     @classmethod
     def fields(cls) -> tuple[dataclasses.Field, ...]:
@@ -177,6 +183,8 @@ class MethodOptions:
             if getattr(self, f.name) is not None and not bases & set(f.metadata["methods"]):
                 raise UserError(f"{f.metadata['flag']} does not apply to --method {','.join(methods)} "
                                 f"(it is for: {', '.join(f.metadata['methods'])})")
+        if self.num_draft == 0 and bases - {"triforce"}:
+            raise UserError("--num-draft must be an integer between 1 and 64, got 0 (0 = no bottom drafter is for triforce only)")
         for method in methods:
             variant = method.partition(":")[2]
             if variant and method.startswith("redrafter:") and self.tree not in (None, variant):
@@ -220,6 +228,10 @@ class MethodOptions:
             return {"num_draft": 4 if self.num_draft is None else self.num_draft}
         if base == "lookahead":
             return {k: v for k, v in dict(window=self.window, ngram=self.ngram, guesses=self.guesses).items() if v is not None}
+        if base == "triforce":
+            given = dict(num_draft=self.num_draft, window=self.window, kv_budget=self.kv_budget, chunk=self.chunk,
+                         sinks=self.sinks, gamma2=self.gamma2)
+            return {k: v for k, v in given.items() if v is not None}
         if base == "recycle":
             size = self.tree_size
             kwargs = dict(budget=size in (None, "auto"), num_nodes=None if size in (None, "auto") else size,

@@ -23,6 +23,7 @@ class RunStats:
     forward_tokens: int = 0  # tokens fed to the target in decode steps (tree + auxiliary)
     proposed_by_depth: list[int] = field(default_factory=list)  # steps whose tree reached depth d+1
     accepted_by_depth: list[int] = field(default_factory=list)  # steps that accepted >= d+1 tokens
+    inner: list[int] | None = None  # a drafter's middle level (TriForce): forwards, proposed, accepted
 
     def add(self, step: Step) -> None:
         self.new_tokens += len(step.tokens)
@@ -38,6 +39,8 @@ class RunStats:
         self.proposed += step.proposed
         self.accepted += step.accepted
         self.forward_tokens += step.forward_tokens
+        if step.inner is not None:
+            self.inner = [a + b for a, b in zip(self.inner or [0, 0, 0], step.inner)]
         depth = max(step.max_depth, step.accepted)
         grow = depth - len(self.proposed_by_depth)
         if grow > 0:
@@ -67,6 +70,16 @@ class RunStats:
         """Share of steps that accepted a token at depth d among those that drafted depth d."""
         return [a / p if p else 0.0 for a, p in zip(self.accepted_by_depth, self.proposed_by_depth)]
 
+    @property
+    def middle(self) -> dict | None:
+        """The middle level's forwards, acceptance (accepted / proposed) and tokens per forward."""
+        if self.inner is None:
+            return None
+        forwards, proposed, accepted = self.inner
+        return dict(forwards=forwards, proposed=proposed, accepted=accepted,
+                    acceptance=round(accepted / proposed, 4) if proposed else 0.0,
+                    tau=round((accepted + forwards) / forwards, 4) if forwards else 0.0)
+
     def to_dict(self) -> dict:
         return {
             "new_tokens": self.new_tokens,
@@ -83,4 +96,5 @@ class RunStats:
             "accepted": self.accepted,
             "forward_tokens": self.forward_tokens,
             "acceptance_by_depth": [round(a, 4) for a in self.acceptance_by_depth],
+            **({"middle": self.middle} if self.inner is not None else {}),
         }

@@ -36,6 +36,7 @@ class Tree:
     aux_depth: np.ndarray | None = None  # (A,) depth of each auxiliary token below the root
     aux_mask: np.ndarray | None = None  # (A, N + A) bool, rows of the auxiliary tokens
     draft_probs: np.ndarray | None = None  # (N, V) q the token of node i was *sampled* from (row 0 unused)
+    inner: tuple[int, int, int] | None = None  # a drafter's own verifier level (TriForce's middle): forwards, proposed, accepted
     depth: np.ndarray = field(init=False)
 
     def __post_init__(self):

@@ -23,6 +23,7 @@ def bench(
     categories: Optional[str] = typer.Option(None, "--categories", help="Comma-separated categories to keep."),
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Prompts in total, taken round-robin across categories (every category gets its share)."),
     max_tokens: int = typer.Option(256, "--max-tokens", min=1, help="New tokens per turn."),
+    context: Optional[int] = typer.Option(None, "--context", min=1, help="Long-document prompts (default: ../shared/data/longctx) with each document cut so that prompt + --max-tokens fit in N tokens (TriForce's benchmark)."),
     temp: float = typer.Option(0.0, "--temp", help="Sampling temperature; 0 = greedy (the only mode where outputs are compared)."),
     top_p: float = typer.Option(1.0, "--top-p", help="Nucleus sampling mass."),
     top_k: int = typer.Option(0, "--top-k", help="Keep only the k most likely tokens (0 = off)."),
@@ -55,15 +56,27 @@ def bench(
         raise UserError("--resume needs --out FILE (the results file to continue)")
     if plot is not None:
         _matplotlib()  # fail before the run, not after it
+    if context is not None and not prompts:
+        from ..long_context import default_longctx_file
+
+        prompts = [default_longctx_file()]
     selected = lib.select(lib.read_prompts(prompts or [lib.default_prompt_file()]), _split(categories), limit)
     if not selected:
         raise UserError("no prompts selected")
 
     loaded = load_target(model, dtype)
+    if context is not None:
+        from ..long_context import cut_to_context
+
+        if loaded.max_context and context > loaded.max_context:
+            raise UserError(f"--context {context} is longer than the model's context ({loaded.max_context} tokens)")
+        if method_options.kv_budget is not None and method_options.kv_budget >= context - max_tokens:
+            raise UserError(f"--budget {method_options.kv_budget} is not smaller than the context ({context - max_tokens} prompt tokens)")
+        selected = [cut_to_context(p, loaded.tokenizer, context, max_tokens) for p in selected]
     settings = dict(model=str(loaded.path), dtype=loaded.dtype, max_tokens=max_tokens, temperature=temp, top_p=top_p,
                     top_k=top_k, min_p=min_p, seed=seed, methods=names, peers=peer_names, draft_model=method_options.draft_model, num_draft=method_options.num_draft,
                     prompts=[str(p) for p in (prompts or [lib.default_prompt_file()])], categories=_split(categories),
-                    limit=limit)
+                    limit=limit, context=context, triforce=dict(budget=method_options.kv_budget, chunk=method_options.chunk, sinks=method_options.sinks, window=method_options.window, gamma2=method_options.gamma2))
     rows = lib.load_report(out_path, settings)["results"] if resume and out_path.exists() else []
     session = Session(loaded.model, loaded.max_context)
     runners = {}
@@ -180,7 +193,7 @@ def _print_table(summary: dict, meta: dict) -> None:
 
     table = Table(title=f"{Path(meta['model']).name} · {meta['backend']} · {meta['dtype']} · BLAS {meta['blas']}",
                   caption="speedup: median and mean of per-prompt tokens/s ratios over ar, and ratio of total tokens/s (Σ)")
-    for col in ("category", "method", "n", "speedup med", "speedup mean", "speedup Σ", "tau", "tok/s", "mismatch"):
+    for col in ("category", "method", "n", "speedup med", "speedup mean", "speedup Σ", "tau", "middle tau", "tok/s", "peak MB", "mismatch"):
         table.add_column(col, justify="left" if col in ("category", "method") else "right", no_wrap=True)
     groups = list(summary["by_category"].items()) + [("overall", summary["overall"])]
     for i, (category, by_method) in enumerate(groups):
@@ -188,7 +201,8 @@ def _print_table(summary: dict, meta: dict) -> None:
             mism = "-" if not s["checked"] else (f"[red]{s['mismatches']}[/]" if s["mismatches"] else "0")
             mism += f" (+{s['near_ties']} near-tie)" if s.get("near_ties") else ""
             table.add_row(category if j == 0 else "", method, str(s["prompts"]), _fmt(s.get("speedup_median"), ".2f"), _fmt(s["speedup_mean"], ".2f"),
-                          _fmt(s["speedup_total"], ".2f"), f"{s['tau']:.2f}", f"{s['tokens_per_s']:.1f}", mism,
+                          _fmt(s["speedup_total"], ".2f"), f"{s['tau']:.2f}", _fmt(s.get("middle_tau"), ".2f"),
+                          f"{s['tokens_per_s']:.1f}", f"{s['peak_memory_mb']:.0f}", mism,
                           end_section=j == len(by_method) - 1 and i < len(groups) - 1, style="bold" if category == "overall" else None)
     if not out.is_terminal:  # piped or logged: Rich assumes 80 columns and would cut numbers to "…"
         out.width = max(out.width, 132)

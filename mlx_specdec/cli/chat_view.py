@@ -97,6 +97,8 @@ def status_line(method: str, answer, session=None, width: int | None = None) -> 
     if answer.proposed:
         parts.append(f"{100 * answer.accepted / answer.proposed:.0f}% of drafts accepted {sparkline(answer.acceptance_by_depth)}".rstrip())
     parts.append(f"tree {answer.forward_tokens / steps:.1f}" if answer.forward_tokens else "tree -")
+    if answer.middle:  # TriForce's middle level (the target over the retrieval view)
+        parts.append(f"middle tau {answer.middle['tau']:.2f} accept {100 * answer.middle['acceptance']:.0f}%")
     parts.append(f"draft {_share(answer.draft_s, answer.decode_s)} verify {_share(answer.verify_s, answer.decode_s)}")
     lines = [parts[0]]
     for part in parts[1:]:

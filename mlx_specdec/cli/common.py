@@ -91,6 +91,9 @@ def build_drafter(method: str, loaded, params, options):
             raise UserError("--method draft-model needs --draft-model PATH (a smaller model with the same tokenizer)")
         draft = load_draft_model(resolve_model(options.draft_model), loaded)
         kwargs.update(model=draft.model, params=params, target_vocab=loaded.model.args.vocab_size)
+    elif base == "triforce":
+        draft = load_draft_model(resolve_model(options.draft_model), loaded).model if options.draft_model is not None else None
+        return make_drafter(base, target=loaded.model, params=params, draft=draft, **kwargs)
     elif base == "recycle":
         with console.status("Preparing the draft tree budget (the first run on a device measures its forward cost)..."):
             return make_drafter(base, target=loaded.model, **kwargs)

@@ -75,7 +75,7 @@ def generate(
         if result.finish == "context":
             console.print(f"[yellow]note:[/] the answer stopped because the model's context ({loaded.max_context} tokens) is full")
         console.print(f"[dim]{method}: {stats.new_tokens} tokens, {stats.tokens_per_s:.1f} tok/s, "
-                      f"tau {stats.tau:.2f}, prefill {stats.prefill_tokens} tokens in {stats.prefill_s:.2f}s ({loaded.dtype})[/]")
+                      f"tau {stats.tau:.2f}, " + (f"middle tau {stats.middle['tau']:.2f}, " if stats.middle else "") + f"prefill {stats.prefill_tokens} tokens in {stats.prefill_s:.2f}s ({loaded.dtype})[/]")
 
 
 

@@ -17,6 +17,11 @@ Dtype = Annotated[Optional[str], typer.Option("--dtype", help="float32 (default 
 Seed = Annotated[Optional[int], typer.Option("--seed", min=0, help="Random seed for sampling (an integer >= 0).")]
 MinP = Annotated[float, typer.Option("--min-p", help="Keep only tokens at least this share of the most likely one's probability (0 = off; as mlx-lm).")]
 
+KvBudget = Annotated[Optional[int], typer.Option("--budget", help="triforce: KV slots the middle level attends to (sinks + retrieved chunks + recent window; default 1024).")]
+Chunk = Annotated[Optional[int], typer.Option("--chunk", help="triforce: tokens per retrieved KV chunk (default 16).")]
+Sinks = Annotated[Optional[int], typer.Option("--sinks", help="triforce: first tokens its cache views always keep (default 16).")]
+Gamma2 = Annotated[Optional[str], typer.Option("--gamma2", help="triforce: tokens the middle level drafts per full-cache step (default 6), or 'auto' (the length with the most tokens/s so far); --num-draft is the bottom's gamma1 (default 4, 0 = none).")]
+
 
 def with_method_options(command):
     """Give ``command`` one Typer option per MethodOptions field and call it with them gathered in

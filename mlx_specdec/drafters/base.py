@@ -1,4 +1,8 @@
-"""The drafter protocol: three methods, one tree per step."""
+"""The drafter protocol: three methods, one tree per step.
+
+Optional: ``bind_cache(cache)``, called by the generate loop before ``reset`` with the target's
+full KV cache, for a drafter that reads it (TriForce's retrieval view).
+"""
 
 from __future__ import annotations
 

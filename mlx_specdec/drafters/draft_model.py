@@ -22,12 +22,14 @@ from ..tree import Tree
 class DraftModel:
     name = "draft-model"
 
-    def __init__(self, model, num_draft: int = 4, params: SamplingParams = SamplingParams(), target_vocab: int | None = None):
+    def __init__(self, model, num_draft: int = 4, params: SamplingParams = SamplingParams(), target_vocab: int | None = None,
+                 cache=None):
+        """``cache``: the draft model's cache (default a KVCache; TriForce gives a StreamingView)."""
         if num_draft < 1:
             raise UserError(f"--num-draft must be >= 1, got {num_draft}")
         self.model, self.num_draft, self.params = model, num_draft, params
         self.width = target_vocab or model.args.vocab_size  # logits are fitted to the target's rows
-        self.cache = KVCache(len(model.layers))
+        self.cache = cache if cache is not None else KVCache(len(model.layers))
         self.cached: list[int] = []  # ids whose KV is in the draft cache
         self.history: list[int] = []  # ids in the target's cache
         self.rng = np.random.default_rng(None if params.seed is None else params.seed + 1)

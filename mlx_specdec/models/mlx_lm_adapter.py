@@ -13,6 +13,11 @@ model and reaches in at three points, none of which changes a parameter name:
   path consumes), and for :meth:`Target.lm_head_logits` it returns a given hidden state, so the
   logits come from the model's own ``__call__`` (tied/untied, softcaps, logit scales).
 
+Queries for a cache that selects by them (TriForce's ``RetrievalView``, ``reads_queries = True``):
+the RoPE wrapper records its outputs during such a forward, and the cache's ``layer_views`` gets
+``queries(keys)``, which returns the layer's RoPE output that is not ``keys`` (its rotated queries,
+whatever order the attention rotates them in; None for a layer without RoPE).
+
 Intermediate hidden states: ``taps=(2, 14, 27)`` records the residual stream entering those layers
 (EAGLE-3's low/middle/high features) in the same forward.
 
@@ -94,6 +99,17 @@ class _Hooks:
         self.given_hidden: mx.array | None = None  # lm_head_logits: the backbone returns this
         self.hidden: mx.array | None = None  # the backbone's last output
         self.taps: dict[int, mx.array] | None = None  # layer index -> residual stream entering it
+        self.rotated: list[mx.array] | None = None  # RoPE outputs since the last cache write (reads_queries caches)
+
+    def take_query(self, keys: mx.array) -> mx.array | None:
+        """The rotated queries (B, H, N, hd) of the layer about to write ``keys``: its RoPE output
+        that is not ``keys``; None when the layer has no RoPE (SmolLM3's NoPE layers)."""
+        found = [x for x in self.rotated if x is not keys]
+        self.rotated.clear()
+        if len(found) > 1:
+            raise UserError("this architecture rotates more than one query and one key per layer (split RoPE heads?): "
+                            "a cache that selects slots by the query cannot tell its queries apart")
+        return found[0] if found else None
 
 
 def _subclass(obj, mixin, cache={}):
@@ -109,6 +125,12 @@ class _PositionedRope:
     """RoPE at per-token positions when the forward has them (tokens on the batch axis)."""
 
     def __call__(self, x, offset=0, *args, **kwargs):
+        out = self._rotate(x, offset, *args, **kwargs)
+        if self._hooks.rotated is not None:
+            self._hooks.rotated.append(out)
+        return out
+
+    def _rotate(self, x, offset, *args, **kwargs):
         positions = self._hooks.positions
         if positions is None:
             return super().__call__(x, offset, *args, **kwargs)
@@ -240,7 +262,11 @@ class Target:
             if positions is not None:
                 positions = positions.astype(mx.int32)
             plan = ForwardPlan(cache.offset, n, mask, positions)
-            views = cache.layer_views(plan, self.windows)
+            if getattr(cache, "reads_queries", False):
+                hooks.rotated = []
+                views = cache.layer_views(plan, self.windows, queries=hooks.take_query)
+            else:
+                views = cache.layer_views(plan, self.windows)
         elif mask is not None or positions is not None:
             raise ValueError("a tree mask or positions need a cache")
         hooks.positions = positions if cache is not None else None
@@ -249,7 +275,7 @@ class Target:
             logits = self.module(tokens, cache=views)
             hidden, tapped = hooks.hidden, hooks.taps
         finally:
-            hooks.positions, hooks.hidden, hooks.taps = None, None, None
+            hooks.positions, hooks.hidden, hooks.taps, hooks.rotated = None, None, None, None
         if cache is not None:
             cache.advance(n)
         return logits, hidden, tapped
