@@ -72,8 +72,8 @@ def test_a_different_vocabulary_is_refused_up_front(target, tmp_path, variant, d
 def test_unsupported_rope_type_is_one_line(tmp_path):
     model = write_tiny_model_dir(tmp_path / "m")
     config = json.loads((model / "config.json").read_text())
-    (model / "config.json").write_text(json.dumps(dict(config, rope_scaling={"rope_type": "yarn", "factor": 4.0})))
-    assert "unsupported rope_scaling type 'yarn'" in one_line_error(generate(model))
+    (model / "config.json").write_text(json.dumps(dict(config, rope_scaling={"rope_type": "nonsense", "factor": 4.0})))
+    assert "nonsense" in one_line_error(generate(model)).lower()
 
 
 def test_missing_draft_head_says_not_found(target):

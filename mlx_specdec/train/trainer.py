@@ -111,6 +111,8 @@ class DistillData:
         self.topk_probs = np.concatenate(topk_probs) if self.topk_ids is not None else None
         usable = np.arange(len(self.tokens)) + 1 < self.end  # a root token follows
         held = (self.end * 2654435761 % 1000) < eval_fraction * 1000  # held-out samples, by hash
+        if not (held & usable).any() and len(np.unique(self.end)) > 1:
+            held = self.end == self.end.max()  # a data set too small for the hash: its last sample is held out
         self.generated = generated = np.concatenate(generated)  # (T,) True where the target wrote the text
         scored = generated if generated.any() else np.ones_like(generated)  # acceptance is measured on the target's own answers
         self.train_positions = np.flatnonzero(usable & ~held)
