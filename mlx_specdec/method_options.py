@@ -9,9 +9,9 @@ A value left out is ``None``: the drafter's own default applies.
     >>> o = MethodOptions.from_dict({"num_draft": "4"}, method="pld")
     >>> o.num_draft, o.drafter_kwargs("pld")
     (4, {'num_draft': 4})
-    >>> MethodOptions.from_dict({"num_draft": 0})
+    >>> MethodOptions.from_dict({"num_draft": 0}, method="pld")
     Traceback (most recent call last):
-    mlx_specdec.errors.UserError: --num-draft must be an integer between 1 and 64, got 0
+    mlx_specdec.errors.UserError: --num-draft must be an integer between 1 and 64, got 0 (0 = no bottom drafter is for triforce only)
     >>> MethodOptions.from_dict({"beam_width": 2}, method="pld")
     Traceback (most recent call last):
     mlx_specdec.errors.UserError: --beam-width does not apply to --method pld (it is for: redrafter)

@@ -90,7 +90,7 @@ def test_corrupt_weights(tmp_path):
         (["generate", "-p", "hi", "--max-tokens", "0"], "'--max-tokens'"),
         (["generate", "-p", "hi", "--max-tokens", "many"], "'--max-tokens'"),
         (["generate", "-p", "hi", "--method", "pld", "--num-draft", "0"], "--num-draft must be an integer between 1 and 64, got 0"),
-        (["generate", "-p", "hi", "--method", "pld", "--num-draft", "-2"], "--num-draft must be an integer between 1 and 64, got -2"),
+        (["generate", "-p", "hi", "--method", "pld", "--num-draft", "-2"], "--num-draft must be an integer between 0 and 64, got -2"),
         (["generate", "-p", "hi", "--method", "pld", "--beam-width", "2"], "--beam-width does not apply to --method pld"),
         (["generate", "-p", "hi", "--method", "ar", "--num-draft", "3"], "--num-draft does not apply to --method ar"),
         (["generate", "-p", "hi", "--method", "lookahead", "--ngram", "1"], "--ngram must be an integer >= 2"),

@@ -13,7 +13,7 @@ from mlx_specdec.method_options import MethodOptions
 
 def test_every_field_is_a_flag_of_every_decoding_command():
     fields = [f.name for f in MethodOptions.fields()]
-    assert len(fields) == 13
+    assert len(fields) == 17  # 13 + triforce's --budget, --chunk, --sinks, --gamma2
     for command in (generate, chat, bench):
         params = inspect.signature(command).parameters
         assert set(fields) <= params.keys() and "method_options" not in params, command.__name__
@@ -29,7 +29,7 @@ def test_from_dict_parses_strings_and_json_values():
 
 @pytest.mark.parametrize("values, method, message", [
     ({"num_draft": 0}, "pld", "--num-draft must be an integer between 1 and 64, got 0"),
-    ({"num_draft": "-2"}, "pld", "--num-draft must be an integer between 1 and 64, got -2"),
+    ({"num_draft": "-2"}, "pld", "--num-draft must be an integer between 0 and 64, got -2"),
     ({"num_draft": 2.5}, "pld", "--num-draft must be an integer"),
     ({"num_draft": True}, "pld", "--num-draft must be an integer"),
     ({"num_draft": "x"}, "pld", "--num-draft must be an integer"),

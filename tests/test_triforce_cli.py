@@ -42,8 +42,8 @@ def test_triforce_equals_ar_through_the_cli(dirs):
     (["--budget", "4096"], "not smaller than the model's context"),
     (["--budget", "24", "--sinks", "8", "--window", "16"], "at least --sinks + --window + --chunk"),
     (["--window", "auto"], "not 'auto'"),
-    (["--gamma2", "0"], "--gamma2 must be >= 1"),
-    (["--num-draft", "-1"], "--num-draft must be >= 0"),
+    (["--gamma2", "0"], "--gamma2 must be an integer >= 1"),
+    (["--num-draft", "-1"], "--num-draft must be an integer between 0 and 64"),
 ])
 def test_bad_triforce_options(dirs, args, message):
     res = _generate(dirs[0], "--method", "triforce", *args)
@@ -58,7 +58,7 @@ def test_budget_larger_than_the_prompt(dirs):
 def test_draft_model_with_another_tokenizer(dirs):
     target, _, other = dirs
     res = _generate(target, "--method", "triforce", *GEOMETRY, "--draft-model", str(other))
-    assert res.returncode != 0 and "tokenizer differs" in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert res.returncode != 0 and "vocabulary differs" in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
 
 
 def test_bench_context_checks(dirs):
