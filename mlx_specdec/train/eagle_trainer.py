@@ -41,7 +41,7 @@ from mlx.utils import tree_flatten, tree_unflatten
 
 from ..drafters.eagle3_head import Eagle3Head, head_config, load_eagle3_head, save_eagle3_head
 from ..errors import UserError
-from .trainer import TrainEvent
+from .trainer import TrainEvent, read_checkpoint
 
 
 @dataclass
@@ -185,15 +185,10 @@ class EagleTrainer:
 
     def try_resume(self) -> bool:
         ckpt = self.checkpoint_dir
-        if not (ckpt / "trainer.json").is_file():
+        found = read_checkpoint(ckpt, EagleTrainConfig(), self.config)
+        if found is None:
             return False
-        try:
-            saved = json.loads((ckpt / "trainer.json").read_text())
-            state = mx.load(str(ckpt / "optimizer.safetensors"))
-        except Exception as e:
-            raise UserError(f"checkpoint in {ckpt} is damaged ({str(e).splitlines()[0]}); delete it to start over") from None
-        if {**asdict(EagleTrainConfig()), **saved.get("config", {})} != asdict(self.config):
-            raise UserError(f"checkpoint in {ckpt} was made with other training options; use another --out or delete it")
+        saved, state = found
         head = load_eagle3_head(ckpt / "head", self.target, dtype=mx.float32)
         self.head.update(head.parameters())
         self.head.d2t, self.head.t2d, self.head._draft_ids = head.d2t, head.t2d, None

@@ -148,6 +148,22 @@ def _schedule(config: TrainConfig):
     )
 
 
+
+def read_checkpoint(ckpt: Path, defaults, config):
+    """``(trainer.json as a dict, optimizer state)`` of the checkpoint in ``ckpt``, or None when
+    there is none; UserError when it is damaged or was made with other options than ``config``
+    (a dataclass; ``defaults`` fills the keys an older checkpoint lacks)."""
+    if not (ckpt / "trainer.json").is_file():
+        return None
+    try:
+        saved = json.loads((ckpt / "trainer.json").read_text())
+        state = mx.load(str(ckpt / "optimizer.safetensors"))
+    except Exception as e:
+        raise UserError(f"checkpoint in {ckpt} is damaged ({str(e).splitlines()[0]}); delete it to start over") from None
+    if {**asdict(defaults), **saved.get("config", {})} != asdict(config):
+        raise UserError(f"checkpoint in {ckpt} was made with other training options; use another --out or delete it")
+    return saved, state
+
 class Trainer:
     def __init__(self, target, data: DistillData, out_dir: str | Path, config: TrainConfig = TrainConfig(), head_config: dict | None = None):
         if data.hidden_size != target.args.hidden_size:
@@ -219,15 +235,10 @@ class Trainer:
     def try_resume(self) -> bool:
         """Continue from ``checkpoint/`` when it exists (same config); True when resumed."""
         ckpt = self.checkpoint_dir
-        if not (ckpt / "trainer.json").is_file():
+        found = read_checkpoint(ckpt, TrainConfig(), self.config)
+        if found is None:
             return False
-        try:
-            saved = json.loads((ckpt / "trainer.json").read_text())
-            state = mx.load(str(ckpt / "optimizer.safetensors"))
-        except Exception as e:
-            raise UserError(f"checkpoint in {ckpt} is damaged ({str(e).splitlines()[0]}); delete it to start over") from None
-        if {**asdict(TrainConfig()), **saved.get("config", {})} != asdict(self.config):
-            raise UserError(f"checkpoint in {ckpt} was made with other training options; use another --out or delete it")
+        saved, state = found
         head = load_head(ckpt / "head", self.target, dtype=mx.float32)
         self.head.update(head.parameters())
         self.head.set_vocab_ids(np.array(head.vocab_ids))
