@@ -27,9 +27,8 @@ depends only on (seed, step).
 
 from __future__ import annotations
 
-import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -37,11 +36,11 @@ import mlx.core as mx
 import mlx.nn as nn
 import mlx.optimizers as optim
 import numpy as np
-from mlx.utils import tree_flatten, tree_unflatten
+from mlx.utils import tree_unflatten
 
 from ..drafters.eagle3_head import Eagle3Head, head_config, load_eagle3_head, save_eagle3_head
 from ..errors import UserError
-from .trainer import TrainEvent, read_checkpoint
+from .trainer import TrainEvent, read_checkpoint, write_checkpoint
 
 
 @dataclass
@@ -180,8 +179,7 @@ class EagleTrainer:
         ckpt = self.checkpoint_dir
         ckpt.mkdir(parents=True, exist_ok=True)
         save_eagle3_head(self.head, ckpt / "head", dtype=mx.float32)
-        mx.save_safetensors(str(ckpt / "optimizer.safetensors"), dict(tree_flatten(self.optimizer.state)))
-        (ckpt / "trainer.json").write_text(json.dumps({"step": self.step, "config": asdict(self.config), "history": self.history}, indent=1))
+        write_checkpoint(ckpt, self.optimizer, self.step, self.config, self.history)
 
     def try_resume(self) -> bool:
         ckpt = self.checkpoint_dir

@@ -149,6 +149,12 @@ def _schedule(config: TrainConfig):
 
 
 
+def write_checkpoint(ckpt: Path, optimizer, step: int, config, history: list) -> None:
+    """The optimizer state and ``trainer.json`` (step, config, history) that :func:`read_checkpoint` reads."""
+    mx.save_safetensors(str(ckpt / "optimizer.safetensors"), dict(tree_flatten(optimizer.state)))
+    (ckpt / "trainer.json").write_text(json.dumps({"step": step, "config": asdict(config), "history": history}, indent=1))
+
+
 def read_checkpoint(ckpt: Path, defaults, config):
     """``(trainer.json as a dict, optimizer state)`` of the checkpoint in ``ckpt``, or None when
     there is none; UserError when it is damaged or was made with other options than ``config``
@@ -227,10 +233,7 @@ class Trainer:
         ckpt = self.checkpoint_dir
         ckpt.mkdir(parents=True, exist_ok=True)
         save_head(self.head, ckpt / "head", dtype=mx.float32)
-        state = dict(tree_flatten(self.optimizer.state))
-        mx.save_safetensors(str(ckpt / "optimizer.safetensors"), state)
-        saved = {"step": self.step, "config": asdict(self.config), "history": self.history}
-        (ckpt / "trainer.json").write_text(json.dumps(saved, indent=1))
+        write_checkpoint(ckpt, self.optimizer, self.step, self.config, self.history)
 
     def try_resume(self) -> bool:
         """Continue from ``checkpoint/`` when it exists (same config); True when resumed."""
