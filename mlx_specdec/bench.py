@@ -8,6 +8,9 @@ feeds each method's own answer back through the chat template. Each (prompt, met
      "decode_tokens": 127, "seconds": 1.93, "tokens_per_s": 65.8, "tau": 1.42, ...}
 
 ``seconds`` is decode wall time (from the first token to the last; the prefill is ``prefill_s``).
+A prompt's first turn is prefilled once, by the first of our methods on it; the others start
+from that cache and root distribution (their ``prefill_tokens`` is 0), which also makes every
+method's starting state bit-identical, and a long-context bench cost one prefill per prompt.
 Under greedy decoding :func:`summarize` checks every row's tokens against ``ar``'s on the same
 prompt and classifies each divergence (DESIGN.md §3): the ``ar`` row records, for every token it
 emitted, the target's top-2 logit margin there (``margins``); a method whose first differing token
@@ -94,8 +97,12 @@ class LoopRunner:
     def __init__(self, session: Session, drafter, params: SamplingParams, eos_ids):
         self.session, self.drafter, self.params, self.eos_ids = session, drafter, params, eos_ids
 
-    def start(self) -> None:
-        self.session.reset()  # every method prefills the same prompt from scratch
+    def start(self, first_ids: list[int]) -> None:
+        """Before a prompt whose first turn is ``first_ids``: the method before this one on the
+        same prompt left its prefill in the cache (reused whole, see ``Session``); any other
+        prompt is prefilled from scratch, so no method's cache depends on the prompt before."""
+        if self.session.cached[: len(first_ids)] != first_ids:
+            self.session.reset()
 
     def turn(self, ids: list[int], max_tokens: int, stats: RunStats) -> tuple[list[int], float]:
         """Generate after ``ids``; adds to ``stats``; returns (tokens, decode wall seconds)."""
@@ -124,7 +131,7 @@ class MlxLmRunner:
         self.sampler = make_sampler(params.temperature, params.top_p, min_p=params.min_p, top_k=params.top_k)
         self.seed = params.seed
 
-    def start(self) -> None:
+    def start(self, first_ids: list[int]) -> None:
         if self.seed is not None:
             mx.random.seed(self.seed)
 
@@ -178,7 +185,7 @@ def run_conversation(tokenizer, prompt: Prompt, method: str, runner, max_tokens:
     recorder = getattr(runner, "drafter", None)
     margins = [] if isinstance(recorder, MarginRecorder) else None
     mx.reset_peak_memory()
-    runner.start()
+    runner.start(tokenizer.chat_ids([{"role": "user", "content": prompt.turns[0]}]))
     for text in prompt.turns:
         messages.append({"role": "user", "content": text})
         out, secs = runner.turn(tokenizer.chat_ids(messages), max_tokens, stats)

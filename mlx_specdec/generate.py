@@ -59,12 +59,25 @@ def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     return n
 
 
+@dataclass
+class Prefilled:
+    """What the last prefill returned for the whole of a prompt of ``length`` tokens."""
+
+    length: int
+    logits: mx.array  # (V,) after the prompt's last token
+    hidden: mx.array  # (D,)
+    tapped: mx.array | None  # (tokens prefilled, len(taps) * D): the last tokens' taps, or None
+    taps: tuple | None
+
+
 class Session:
     """A target model with its KV cache and the token ids that cache holds.
 
     Successive calls to :meth:`generate` reuse the cached prefix they share (multi-turn chat
-    prefills only the new message). The cache always matches ``cached``, also when the consumer
-    stops early or an exception (Ctrl-C) interrupts a step.
+    prefills only the new message). The same prompt again (``bench`` runs every method on one
+    prompt; chat's /retry) reuses the last prefill's result whole, so every method starts from
+    the identical cache and root distribution. The cache always matches ``cached``, also when
+    the consumer stops early or an exception (Ctrl-C) interrupts a step.
     """
 
     def __init__(self, model, max_context: int | None = None, prefill_progress=None):
@@ -76,10 +89,22 @@ class Session:
         self.cached: list[int] = []
         self.max_context = max_context or getattr(model.args, "max_position_embeddings", None)
         self.last_prefill_tokens = 0
+        self.prefilled: Prefilled | None = None
 
     def reset(self) -> None:
         self.cache.truncate(0)
         self.cached = []
+        self.prefilled = None
+
+    def _reusable(self, ids: list[int], keep: int, taps) -> Prefilled | None:
+        """The last prefill's result when ``ids`` is exactly that prompt, the cache still holds
+        it, and it has every tap the drafter reads (taps over the whole prompt)."""
+        done = self.prefilled
+        if done is None or keep != len(ids) or done.length != len(ids):
+            return None
+        if taps and (done.taps != tuple(taps) or done.tapped is None or done.tapped.shape[0] != len(ids)):
+            return None
+        return done
 
     def forward(self, tree: Tree, taps=None):
         """One target forward over ``tree`` appended to the cache -> (logits, hidden) (T, ·), plus
@@ -130,14 +155,24 @@ class Session:
             raise UserError(f"the prompt has {len(ids)} tokens but the model's context is {self.max_context}")
         rng = np.random.default_rng(params.seed)
         eos = set(eos_ids)
-        keep = min(common_prefix(self.cached, ids), len(ids) - 1)
+        taps = getattr(drafter, "taps", None)  # EAGLE-3 heads read intermediate layers
+        keep = common_prefix(self.cached, ids)
+        done = self._reusable(ids, keep, taps)
+        if done is None and keep == len(ids) and taps:
+            keep = 0  # the same prompt, but the drafter needs taps over all of it
+        keep = len(ids) if done else min(keep, len(ids) - 1)
         self.cache.truncate(keep)
         self.cached = self.cached[:keep]
+        if self.prefilled and keep < self.prefilled.length:
+            self.prefilled = None
         try:
             t0 = time.perf_counter()
             self.last_prefill_tokens = len(ids) - keep
-            taps = getattr(drafter, "taps", None)  # EAGLE-3 heads read intermediate layers
-            logits, hidden, tapped = self._prefill(ids[keep:], taps)
+            if done:
+                logits, hidden, tapped = done.logits, done.hidden, done.tapped
+            else:
+                logits, hidden, tapped = self._prefill(ids[keep:], taps)
+                self.prefilled = Prefilled(len(ids), logits, hidden, tapped, tuple(taps) if taps else None)
             self.cached = list(ids)
             root = self._pick(logits[None], params, rng)
             if hasattr(drafter, "bind_cache"):  # a drafter that reads the target's cache (TriForce)

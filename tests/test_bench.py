@@ -59,6 +59,8 @@ def test_json_schema_and_greedy_agreement(setup, tmp_path):
         assert r["matches_ar"] is (None if r["method"] == "ar" else True)
     assert [len(r["turn_new_tokens"]) for r in rows if r["method"] == "ar"] == [2, 1, 1, 1]
     assert all(r["tau"] == 1.0 for r in rows if r["method"] in ("ar", "mlx-lm"))
+    by = {(r["question_id"], r["method"]): r for r in rows}  # one prefill per prompt, reused by the next method
+    assert by[2, "ar"]["prefill_tokens"] == by[2, "mlx-lm"]["prefill_tokens"] > 0 and by[2, "pld"]["prefill_tokens"] == 0
     summary = report["summary"]
     assert set(summary["by_category"]) == {"chat", "copy"} and set(summary["overall"]) == {"ar", "pld", "mlx-lm"}
     assert all(SUMMARY_KEYS <= s.keys() for s in summary["overall"].values())
