@@ -147,6 +147,8 @@ class MethodOptions:
     sinks: int | None = option("--sinks", "triforce: first tokens its cache views always keep (default 16).", integer(minimum=0), ("triforce",))
     gamma2: int | str | None = option("--gamma2", "triforce: tokens the middle level drafts per full-cache step (default 6), or 'auto' (the length with the most tokens/s so far).",
                                       integer_or_auto(minimum=1), ("triforce",))
+    bottom: str | None = option("--bottom", "triforce: the bottom drafter when no --draft-model is given: pld (default) or recycle (a tree the middle level verifies cheaply).",
+                                choice("pld", "recycle"), ("triforce",))
 
     @classmethod
     def fields(cls) -> tuple[dataclasses.Field, ...]:
@@ -230,7 +232,7 @@ class MethodOptions:
             return {k: v for k, v in dict(window=self.window, ngram=self.ngram, guesses=self.guesses).items() if v is not None}
         if base == "triforce":
             given = dict(num_draft=self.num_draft, window=self.window, kv_budget=self.kv_budget, chunk=self.chunk,
-                         sinks=self.sinks, gamma2=self.gamma2)
+                         sinks=self.sinks, gamma2=self.gamma2, bottom=self.bottom)
             return {k: v for k, v in given.items() if v is not None}
         if base == "recycle":
             size = self.tree_size

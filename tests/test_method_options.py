@@ -13,7 +13,7 @@ from mlx_specdec.method_options import MethodOptions
 
 def test_every_field_is_a_flag_of_every_decoding_command():
     fields = [f.name for f in MethodOptions.fields()]
-    assert len(fields) == 17  # 13 + triforce's --budget, --chunk, --sinks, --gamma2
+    assert len(fields) == 18  # 13 + triforce's --budget, --chunk, --sinks, --gamma2, --bottom
     for command in (generate, chat, bench):
         params = inspect.signature(command).parameters
         assert set(fields) <= params.keys() and "method_options" not in params, command.__name__

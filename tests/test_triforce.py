@@ -80,19 +80,36 @@ def _triforce(target, draft=None, **kw):
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
-@pytest.mark.parametrize("bottom", ["pld", "draft-model"])
+@pytest.mark.parametrize("bottom", ["pld", "draft-model", "recycle"])
 def test_greedy_triforce_equals_ar(seed, bottom):
     target = tiny_model(seed=seed, scale=3.0)
     draft = tiny_model(seed=seed + 100, scale=3.0, num_hidden_layers=1) if bottom == "draft-model" else None
     rng = np.random.default_rng(seed)
     prompt = rng.integers(3, 97, 30).tolist() * 2 + rng.integers(3, 97, 20).tolist()  # repeats for pld
     expected, _ = generate_ids(target, make_drafter("ar"), prompt, max_tokens=60)
-    got, steps = generate_ids(target, _triforce(target, draft), prompt, max_tokens=60)
+    drafter = _triforce(target, draft, **({"bottom": "recycle"} if bottom == "recycle" else {}))
+    trees = []
+    original = drafter._forward
+    drafter._forward = lambda tree: trees.append(tree) or original(tree)
+    got, steps = generate_ids(target, drafter, prompt, max_tokens=60)
     assert got == expected
     middle = [s.inner for s in steps if s.inner]
     assert middle and sum(s.accepted for s in steps) > 0  # the top accepted some of the middle's drafts
-    if bottom == "draft-model":
+    if bottom != "pld":
         assert sum(m[2] for m in middle) > 0  # and the middle some of the bottom's
+    assert max(int(t.depth.max()) for t in trees) <= 4  # never deeper than gamma2 - 1 (nor gamma1 = 3 for the bottom)
+    if bottom == "recycle":
+        assert max(int(t.depth.max()) for t in trees) <= 3 and any(not t.is_chain for t in trees)
+
+
+def test_bottom_options():
+    from mlx_specdec.errors import UserError
+
+    target = tiny_model(seed=0)
+    with pytest.raises(UserError, match="--bottom must be pld or recycle"):
+        _triforce(target, bottom="eagle")
+    with pytest.raises(UserError, match="give one"):
+        _triforce(target, tiny_model(seed=1, num_hidden_layers=1), bottom="recycle")
 
 
 def test_middle_alone_equals_ar():

@@ -46,7 +46,9 @@ class ReferenceRule(TriForce):
 
 
 def _drafter(target, draft, params, biased=False):
-    tf = make_triforce(target, params, draft=draft, **GEOMETRY)
+    """``draft``: a draft model, None (pld at the bottom) or "recycle" (recycle's trees there)."""
+    bottom = {"bottom": draft} if isinstance(draft, str) else {"draft": draft}
+    tf = make_triforce(target, params, **bottom, **GEOMETRY)
     if biased:
         tf.__class__ = ReferenceRule
     return tf
@@ -119,17 +121,21 @@ def setup():
     return target, draft, middle_exact(target, params), top_exact(target, params)
 
 
-@pytest.mark.parametrize("bottom", ["pld", "draft-model"])
+def _bottom(bottom, draft):
+    return {"draft-model": draft, "pld": None, "recycle": "recycle"}[bottom]
+
+
+@pytest.mark.parametrize("bottom", ["pld", "draft-model", "recycle"])
 def test_middle_level_follows_its_own_distribution(setup, bottom):
     target, draft, middle, _ = setup
-    counts = middle_counts(target, draft if bottom == "draft-model" else None, biased=False)
+    counts = middle_counts(target, _bottom(bottom, draft), biased=False)
     assert chi_square_p_value(middle, counts, RUNS) > 1e-3
 
 
-@pytest.mark.parametrize("bottom", ["pld", "draft-model"])
+@pytest.mark.parametrize("bottom", ["pld", "draft-model", "recycle"])
 def test_top_level_follows_the_target(setup, bottom):
     target, draft, _, top = setup
-    counts = top_counts(target, draft if bottom == "draft-model" else None, biased=False)
+    counts = top_counts(target, _bottom(bottom, draft), biased=False)
     assert chi_square_p_value(top, counts, RUNS) > 1e-3
 
 

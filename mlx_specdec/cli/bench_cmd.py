@@ -76,7 +76,7 @@ def bench(
     settings = dict(model=str(loaded.path), dtype=loaded.dtype, max_tokens=max_tokens, temperature=temp, top_p=top_p,
                     top_k=top_k, min_p=min_p, seed=seed, methods=names, peers=peer_names, draft_model=method_options.draft_model, num_draft=method_options.num_draft,
                     prompts=[str(p) for p in (prompts or [lib.default_prompt_file()])], categories=_split(categories),
-                    limit=limit, context=context, triforce=dict(budget=method_options.kv_budget, chunk=method_options.chunk, sinks=method_options.sinks, window=method_options.window, gamma2=method_options.gamma2))
+                    limit=limit, context=context, triforce=dict(budget=method_options.kv_budget, chunk=method_options.chunk, sinks=method_options.sinks, window=method_options.window, gamma2=method_options.gamma2, bottom=method_options.bottom))
     rows = lib.load_report(out_path, settings)["results"] if resume and out_path.exists() else []
     session = Session(loaded.model, loaded.max_context)
     runners = {}

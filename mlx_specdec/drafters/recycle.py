@@ -78,6 +78,12 @@ class Candidates:
         self.keys: list[list] = [[]]
         self.children: dict[tuple[int, int], int] = {}
 
+    def depth(self, node: int) -> int:
+        d = 0
+        while node > 0:
+            node, d = self.parents[node], d + 1
+        return d
+
     def add(self, parent: int, token: int, value: float, key) -> int:
         node = self.children.get((parent, token))
         value = min(value, self.values[parent])
@@ -127,6 +133,7 @@ class Recycle:
         self.stats = AcceptanceStats()
         self.budget, self.num_nodes = budget, num_nodes  # a TreeBudget, or a fixed node count
         self.max_chain, self.branches, self.table_nodes = max_chain, branches, table_nodes
+        self.max_depth: int | None = None  # deepest node drafted (None: unbounded; TriForce bounds it)
         self.overhead_s = 0.0  # running mean of propose + commit time
         self._t_propose = 0.0
         self._candidates: Candidates | None = None
@@ -145,7 +152,8 @@ class Recycle:
         if not length:
             return
         bucket = _bucket(length)
-        for rank, chain in enumerate(self.sam.continuations(self.max_chain, self.branches)):
+        longest = self.max_chain if self.max_depth is None else min(self.max_chain, self.max_depth)
+        for rank, chain in enumerate(self.sam.continuations(longest, self.branches)):
             node, value = 0, 1.0
             for d, token in enumerate(chain, start=1):
                 key = ("ctx", bucket, min(rank, 1), min(d, 8))
@@ -158,6 +166,8 @@ class Recycle:
         added = 0
         while heap and added < self.table_nodes:
             neg, node = heapq.heappop(heap)
+            if self.max_depth is not None and cands.depth(node) >= self.max_depth:
+                continue
             ids, probs = self.table.row(cands.tokens[node])
             for token, p in zip(ids.tolist(), probs.tolist()):
                 key = ("tab", int(np.searchsorted(PROB_BINS, p, side="right")) - 1)

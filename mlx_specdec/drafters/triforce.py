@@ -80,11 +80,14 @@ class TriForce:
         middle_root = root
         while len(drafted) < gamma2:
             tree = self._bottom_draft(middle_root, gamma2 - len(drafted) - 1)
+            drafted_by_bottom = tree is not None
+            tree = tree if drafted_by_bottom else Tree.chain(middle_root)
             start = self.view.offset
             logits = self._forward(tree)
             path, next_root, probs = self._verify_middle(tree, logits)
             self.view.keep(start, path)
-            self.bottom.commit(tree, path, None, None)
+            if drafted_by_bottom:  # (otherwise the step ends, or has no bottom: commit() resyncs it)
+                self.bottom.commit(tree, path, None, logits)
             drafted += tree.tokens[path[1:]].tolist() + [next_root]
             if probs is not None:
                 q_rows.append(probs[path])  # row path[i] is the distribution emitted token i was drawn from
@@ -112,12 +115,15 @@ class TriForce:
         self.last_step = (gamma2, now, None)
         return gamma2
 
-    def _bottom_draft(self, root: int, room: int) -> Tree:
-        """The bottom's draft behind ``root``, at most ``room`` tokens (a middle forward yields its
-        accepted drafts + 1, so the step never drafts past gamma2)."""
+    def _bottom_draft(self, root: int, room: int) -> Tree | None:
+        """The bottom's draft behind ``root``, at most ``room`` tokens deep (a middle forward yields
+        its accepted drafts + 1, so the step never drafts past gamma2); None: no draft this time."""
         if room <= 0 or self.gamma1 == 0:
-            return Tree.chain(root)
-        self.bottom.num_draft = min(self.gamma1, room)
+            return None
+        if hasattr(self.bottom, "max_depth"):  # a tree drafter (recycle): its depth is bounded
+            self.bottom.max_depth = min(self.gamma1, room)
+        else:
+            self.bottom.num_draft = min(self.gamma1, room)
         return self.bottom.propose(root)
 
     def _forward(self, tree: Tree) -> mx.array:
@@ -186,12 +192,16 @@ class Gamma2Chooser:
 
 def make_triforce(target, params: SamplingParams = SamplingParams(), draft=None, num_draft: int | None = None,
                   window: int | None = None, kv_budget: int | None = None, chunk: int | None = None,
-                  sinks: int | None = None, gamma2: int | str | None = None) -> TriForce:
-    """TriForce over ``target`` with pld as the bottom, or ``draft`` (a model with the target's
+                  sinks: int | None = None, gamma2: int | str | None = None, bottom: str | None = None) -> TriForce:
+    """TriForce over ``target`` with ``bottom`` ("pld", the default, or "recycle": the automaton
+    and Token Recycling's table in a tree the middle verifies, where extra nodes are cheap: it
+    attends to ``budget`` slots only) as the bottom, or ``draft`` (a model with the target's
     tokenizer) over a StreamingView of the same ``sinks`` and ``window``. None = the default.
-    ``num_draft`` is gamma1 (the bottom's drafts per middle step; 0 = no bottom, the middle drafts alone)."""
+    ``num_draft`` is gamma1 (the bottom's longest draft per middle step; 0 = no bottom, the middle
+    drafts alone)."""
     from .draft_model import DraftModel
     from .pld import PromptLookup
+    from .recycle import make_recycle
     from ..cache_views import StreamingView
 
     if window == "auto":
@@ -206,7 +216,13 @@ def make_triforce(target, params: SamplingParams = SamplingParams(), draft=None,
     gamma1 = GAMMA1 if num_draft is None else num_draft
     if gamma1 < 0:
         raise UserError(f"--num-draft must be >= 0 (0 = the middle drafts alone), got {gamma1}")
-    if draft is None:
+    if bottom not in (None, "pld", "recycle"):
+        raise UserError(f"--bottom must be pld or recycle, got {bottom!r}")
+    if draft is not None and bottom is not None:
+        raise UserError("--bottom and --draft-model both name triforce's bottom drafter: give one")
+    if draft is None and bottom == "recycle":
+        bottom = make_recycle(target)
+    elif draft is None:
         bottom = PromptLookup(num_draft=max(gamma1, 1))
     else:
         bottom = DraftModel(draft, num_draft=max(gamma1, 1), params=params, target_vocab=target.args.vocab_size,
