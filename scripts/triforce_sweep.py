@@ -112,7 +112,7 @@ def main():
               f"{mism:8d} {max(r['peak_memory_mb'] for r in rs):7.0f}")
     if args.out:
         with open(args.out, "w") as f:
-            json.dump(dict(args=vars(args), rows=rows), f)
+            json.dump(dict(args=vars(args), rows=rows), f, default=str)
 
 
 if __name__ == "__main__":
