@@ -12,7 +12,7 @@ METHODS = {
     "draft-model": "a smaller model with the same tokenizer drafts a chain (--draft-model PATH)",
     "lookahead": "lookahead decoding: Jacobi iterations fill an n-gram pool, no weights (--window --ngram --guesses)",
     "recycle": "training-free draft trees: suffix-automaton matches over the context + Token Recycling's table, one budgeted tree, no weights",
-    "triforce": "TriForce for long contexts: pld (or --draft-model) drafts for the target over a retrieval-selected KV budget, which drafts for the full target (--budget --chunk --sinks --window --gamma2)",
+    "triforce": "TriForce for long contexts: pld (or --draft-model) drafts for the target over a retrieval-selected KV budget, which drafts for the full target (--budget --chunk --sinks --window --gamma2 --bottom)",
     "redrafter": "ReDrafter: a trained recurrent head drafts beams or a dynamic tree (--tree beam|dynamic, --drafter HEAD_DIR)",
     "eagle": "EAGLE-3: a one-layer head on three target layers drafts EAGLE-2's dynamic tree (--drafter EAGLE3_DIR, published layout)",
 }
