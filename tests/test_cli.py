@@ -30,7 +30,7 @@ def test_generate_json_has_the_documented_fields(model_dir):
     payload = json.loads(res.stdout)
     assert {"text", "tokens", "prompt_tokens", "model", "method", "stats"} <= payload.keys()
     assert {"tokens_per_s", "target_forwards", "new_tokens", "tau", "acceptance_by_depth"} <= payload["stats"].keys()
-    assert payload["model"] == str(model_dir) and payload["method"] == "pld"  # chat's default (a CPU)
+    assert payload["model"] == str(model_dir) and payload["method"] == "recycle"  # chat's default (a CPU)
     assert payload["stats"]["new_tokens"] == len(payload["tokens"]) <= 12
 
 

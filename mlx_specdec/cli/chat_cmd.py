@@ -39,7 +39,7 @@ HELP = """[bold]/help[/]              this list
 @opts.with_method_options
 def chat(
     model: opts.Model = None,
-    method: Optional[str] = typer.Option(None, "--method", help="Decoding method: ar, pld, draft-model, lookahead, recycle, redrafter (default: redrafter on a GPU when a head ships for the model, else pld, the fastest on a CPU)."),
+    method: Optional[str] = typer.Option(None, "--method", help="Decoding method: ar, pld, draft-model, lookahead, recycle, triforce, redrafter, eagle (default: redrafter on a GPU when a head ships for the model, else recycle, the fastest measured on a CPU)."),
     max_tokens: Optional[int] = typer.Option(None, "--max-tokens", min=1, help="Longest answer in tokens (default 512)."),
     temp: Optional[float] = typer.Option(None, "--temp", help="Sampling temperature; 0 = greedy (the default)."),
     top_p: Optional[float] = typer.Option(None, "--top-p", help="Nucleus sampling: keep the most likely tokens up to this mass."),

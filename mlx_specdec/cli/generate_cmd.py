@@ -19,7 +19,7 @@ def generate(
     prompt: Optional[str] = typer.Option(None, "--prompt", "-p", help="The user message (the chat template is applied unless --raw); - reads it from stdin, @FILE from a file (@@ for a literal @)."),
     prompt_file: Optional[Path] = typer.Option(None, "--prompt-file", help="Read the user message from this file (- = stdin) instead of --prompt."),
     model: opts.Model = None,
-    method: Optional[str] = typer.Option(None, "--method", help="Decoding method: ar, pld, draft-model, lookahead, recycle, redrafter (default: as chat's)."),
+    method: Optional[str] = typer.Option(None, "--method", help="Decoding method: ar, pld, draft-model, lookahead, recycle, triforce, redrafter, eagle (default: as chat's)."),
     max_tokens: int = typer.Option(256, "--max-tokens", min=1, help="Stop after this many new tokens."),
     temp: float = typer.Option(0.0, "--temp", help="Sampling temperature; 0 = greedy."),
     top_p: float = typer.Option(1.0, "--top-p", help="Nucleus sampling: keep the most likely tokens up to this mass."),

@@ -14,7 +14,7 @@ from .common import build_drafter, console, load_target
 @opts.with_method_options
 def serve(
     model: opts.Model = None,
-    method: Optional[str] = typer.Option(None, "--method", help="Default decoding method: ar, pld, draft-model, lookahead, redrafter (default: as chat: pld on a CPU); a request may pick another with its \"method\" field."),
+    method: Optional[str] = typer.Option(None, "--method", help="Default decoding method: ar, pld, draft-model, lookahead, recycle, redrafter, eagle, triforce (default: as chat: recycle on a CPU); a request may pick another with its \"method\" field."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (127.0.0.1: this machine only; 0.0.0.0: every interface)."),
     port: int = typer.Option(8080, "--port", min=0, max=65535, help="TCP port (0: a free one)."),
     api_key: Optional[str] = typer.Option(None, "--api-key", envvar="MLX_SPECDEC_API_KEY", help="Require 'Authorization: Bearer KEY' on /v1 (also from $MLX_SPECDEC_API_KEY)."),
