@@ -35,6 +35,7 @@ def train_drafter(
     gen_minutes: Optional[float] = typer.Option(None, "--gen-minutes", min=0, help="Time budget for generation: no new batch after it (0 = only data already on disk)."),
     read_answers: int = typer.Option(0, "--read-answers", min=0, help="Also let the target read this many ShareGPT answers (teacher-forced, one forward per answer; labels stay the target's own predictions). Measured on a 2-core CPU: about 100 tokens/s, no faster than generating (the prompt is read too and exp is slow there); unmeasured on a GPU."),
     read_minutes: Optional[float] = typer.Option(None, "--read-minutes", min=0, help="Time budget for reading answers (0 = only data already on disk)."),
+    reader: str = typer.Option("auto", "--reader", help="What runs the target's forwards over --read-answers: mlx, torch (PyTorch on the CPU, pip install -e '.[train]'; llama, mistral and qwen2 targets; faster on a CPU, scripts/distill_throughput.py measures it) or auto (torch where it applies and the target is on the CPU, else mlx)."),
     max_answer_tokens: int = typer.Option(512, "--max-answer-tokens", min=1, help="Longest ShareGPT answer read (tokens; longer ones are cut)."),
     work_dir: Optional[Path] = typer.Option(None, "--work", help="Where generated data and checkpoints go (default: OUT/train)."),
     steps: int = typer.Option(2000, "--steps", min=1, help="Training steps."),
@@ -67,13 +68,19 @@ def train_drafter(
         raise UserError("--lr must be > 0")
     if read_minutes is not None and not read_answers:
         raise UserError("--read-minutes only applies with --read-answers N")
+    if reader not in ("auto", "mlx", "torch"):
+        raise UserError(f"--reader must be auto, mlx or torch, got {reader!r}")
+    if reader != "mlx":  # before the tokenizer's libraries import PyTorch their own way (see import_torch)
+        from ..train.torch_target import torch_available
+
+        torch_available()
     if arch not in ("redrafter", "eagle3"):
         raise UserError(f"--arch must be redrafter or eagle3, got {arch!r}")
     if arch == "eagle3":
         from .train_eagle import train_eagle3
 
         return train_eagle3(out_dir, model, dtype, work_dir, data, read_answers or num_prompts, max_prompt_tokens, max_answer_tokens,
-                            steps, lr, draft_vocab, unroll, batch_tokens, top_k or 8, eval_every, eval_prompts, max_new_tokens, seed, train_minutes)
+                            steps, lr, draft_vocab, unroll, batch_tokens, top_k or 8, eval_every, eval_prompts, max_new_tokens, seed, train_minutes, reader)
     if read_answers and data != "sharegpt":
         raise UserError("--read-answers reads ShareGPT's answers; it needs --data sharegpt")
     work = Path(work_dir) if work_dir is not None else Path(out_dir) / "train"
@@ -94,8 +101,9 @@ def train_drafter(
         from ..train.teacher_forced import encode_pairs, read_dataset
 
         pairs = encode_pairs(loaded.tokenizer, sharegpt_pairs(limit=read_answers), max_prompt_tokens, max_answer_tokens)
-        with progress_bar("Reading answers") as update:
-            read_dataset(loaded.model, pairs, work / "read", top_k=top_k, seed=seed,
+        torch_target = _torch_reader(reader, loaded)
+        with progress_bar(f"Reading answers ({'PyTorch' if torch_target else 'MLX'})") as update:
+            read_dataset(loaded.model, pairs, work / "read", top_k=top_k, seed=seed, torch_target=torch_target,
                          max_seconds=None if read_minutes is None else 60 * read_minutes,
                          progress=lambda done, total, tokens: update(done, total, f"{tokens} tokens"))
         data_dirs.append(work / "read")
@@ -132,3 +140,20 @@ def train_drafter(
         table.add_row(key, str(value))
     out.print(table)
     out.print(f"use it with: mlx-specdec generate --method redrafter --drafter {out_dir}")
+
+
+def _torch_reader(reader: str, loaded):
+    """The PyTorch reader for ``--reader`` (None = MLX reads): ``torch`` insists, ``auto`` takes it
+    on a CPU when it applies (float32 weights, a supported architecture, PyTorch installed)."""
+    import mlx.core as mx
+
+    from ..train.torch_target import TorchTarget, torch_unsupported_reason
+
+    if reader == "mlx":
+        return None
+    if reader == "torch":
+        return TorchTarget(loaded.model)
+    on_cpu = mx.default_device().type == mx.DeviceType.cpu
+    if on_cpu and loaded.dtype == "float32" and torch_unsupported_reason(loaded.model) is None:
+        return TorchTarget(loaded.model)
+    return None

@@ -60,7 +60,7 @@ def load_pairs(data: str, limit: int):
 
 
 def train_eagle3(out_dir, model, dtype, work_dir, data, num_pairs, max_prompt_tokens, max_answer_tokens, steps, lr, draft_vocab,
-                 unroll, batch_tokens, top_k, eval_every, eval_prompts, max_new_tokens, seed, train_minutes=None):
+                 unroll, batch_tokens, top_k, eval_every, eval_prompts, max_new_tokens, seed, train_minutes=None, reader="mlx"):
     from ..errors import UserError
     from ..train.eagle_trainer import EagleTrainConfig, EagleTrainer
     from ..train.teacher_forced import encode_pairs
@@ -77,11 +77,15 @@ def train_eagle3(out_dir, model, dtype, work_dir, data, num_pairs, max_prompt_to
     answers = held_out_answers(loaded.model, loaded.tokenizer, held, work, max_new_tokens) if eval_prompts else []
     config = EagleTrainConfig(steps=steps, batch_tokens=batch_tokens, unroll=unroll, top_k=top_k, draft_vocab=draft_vocab, lr=lr,
                               eval_every=eval_every, seed=seed)
-    trainer = EagleTrainer(loaded.model, train_pairs, work, config, eval_answers=answers, side_shards=work / "redrafter-data")
+    from .train_cmd import _torch_reader
+
+    torch_target = _torch_reader(reader, loaded)
+    trainer = EagleTrainer(loaded.model, train_pairs, work, config, eval_answers=answers, side_shards=work / "redrafter-data",
+                           torch_target=torch_target)
     if trainer.try_resume():
         console.print(f"[dim]resuming from step {trainer.step}[/]")
     t0 = time.perf_counter()
-    with progress_bar("Training the EAGLE-3 head (the target reads each batch)") as update:
+    with progress_bar(f"Training the EAGLE-3 head (the target reads each batch, {'PyTorch' if torch_target else 'MLX'})") as update:
         def on_step(event):
             what = f"loss {event.loss:.3f}"
             if event.eval:
@@ -90,7 +94,7 @@ def train_eagle3(out_dir, model, dtype, work_dir, data, num_pairs, max_prompt_to
 
         metrics = trainer.train(on_step, None if train_minutes is None else 60 * train_minutes)
     tokens_per_step = sum(len(p) + len(a) for p, a in train_pairs) / max(len(trainer.groups), 1)
-    report = dict(arch="eagle3", pairs=len(train_pairs), steps=trainer.step, tokens_read=int(tokens_per_step * trainer.step), training_s=round(time.perf_counter() - t0, 1),
+    report = dict(arch="eagle3", reader="torch" if torch_target else "mlx", pairs=len(train_pairs), steps=trainer.step, tokens_read=int(tokens_per_step * trainer.step), training_s=round(time.perf_counter() - t0, 1),
                   **{f"eval_{k}": round(float(v), 4) for k, v in metrics.items()}, eval_history=trainer.history)
     trainer.export(out_dir, training=report)
 

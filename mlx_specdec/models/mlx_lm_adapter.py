@@ -44,6 +44,7 @@ class TargetArgs:
 
     def __init__(self, args, config: dict, num_layers: int, tied: bool):
         self._args = args
+        self.config = config  # the model's config.json, as read
         self.model_type = config.get("model_type", getattr(args, "model_type", None))
         self.hidden_size = _first(args, config, "hidden_size", "d_model", "n_embd", "dim")
         self.vocab_size = _first(args, config, "vocab_size")

@@ -93,10 +93,12 @@ def pad_rows(seqs: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
 class EagleTrainer:
     def __init__(self, target, pairs: Sequence[tuple[list[int], list[int]]], out_dir: str | Path,
                  config: EagleTrainConfig = EagleTrainConfig(), eval_answers: Sequence[tuple[list[int], list[int]]] = (),
-                 side_shards: str | Path | None = None):
+                 side_shards: str | Path | None = None, torch_target=None):
         """``side_shards``: a directory where each step's batch is also written as a teacher-forced
         ReDrafter shard (``teacher_forced.py``'s format: the target's final hidden state, its argmax
-        and top-k), so a ReDrafter head can be trained on exactly the same tokens at no extra target cost."""
+        and top-k), so a ReDrafter head can be trained on exactly the same tokens at no extra target cost.
+        ``torch_target``: the target's forward in PyTorch (:mod:`.torch_target`), which gives the
+        same taps and labels faster on a CPU; the head still trains in MLX."""
         if not pairs:
             raise UserError("no training pairs (prompt, answer) to read")
         self.target, self.config, self.out_dir = target, config, Path(out_dir)
@@ -118,6 +120,7 @@ class EagleTrainer:
         self.step = 0
         self.history: list[dict] = []
         self.side_shards = Path(side_shards) if side_shards is not None else None
+        self.torch_target = torch_target
         self._loss_and_grad = nn.value_and_grad(self.head, self._loss)
 
     def _set_slots(self):
@@ -139,6 +142,10 @@ class EagleTrainer:
         """
         ids, lengths = pad_rows([p + a for p, a in rows])
         starts = np.array([len(p) - 1 for p, _ in rows])
+        cols = np.arange(ids.shape[1])[None]
+        weights = ((cols >= starts[:, None]) & (cols < lengths[:, None])).astype(np.float32)
+        if self.torch_target is not None:
+            return self._read_torch(ids, weights)
         logits, hidden, tapped = self.target(mx.array(ids), taps=self.head.taps)
         self._last_hidden = hidden
         g = mx.stop_gradient(mx.concatenate([tapped[i] for i in self.head.taps], axis=-1))
@@ -152,9 +159,36 @@ class EagleTrainer:
         slots = self._slot_mx[top]
         probs = mx.where(slots >= 0, probs, 0.0)
         probs = probs / mx.maximum(probs.sum(-1, keepdims=True), 1e-9)
-        cols = np.arange(ids.shape[1])[None]
-        weights = ((cols >= starts[:, None]) & (cols < lengths[:, None])).astype(np.float32)
         return e, g, mx.maximum(slots, 0), probs, mx.array(weights), mx.argmax(logits, axis=-1)
+
+    def _read_torch(self, ids: np.ndarray, weights: np.ndarray):
+        """:meth:`read` with the target's forward in PyTorch; labels only where ``weights`` > 0
+        (elsewhere slots 0 with probability 0, which the loss skips), argmax there too."""
+        import torch
+
+        hidden, tapped = self.torch_target.forward(ids, taps=self.head.taps)
+        B, W = ids.shape
+        K = self.config.top_k
+        where = np.flatnonzero(weights.reshape(-1) > 0)
+        with torch.inference_mode():
+            logits = self.torch_target.logits(hidden.reshape(B * W, -1)[torch.from_numpy(where)])
+            top_logits, top = logits.topk(K, dim=-1)
+            probs = torch.softmax(top_logits, dim=-1).numpy()
+            argmax_at = logits.argmax(-1).numpy()
+        top = top.numpy()
+        slots = self.slot[top]
+        probs = np.where(slots >= 0, probs, 0.0)
+        probs = probs / np.maximum(probs.sum(-1, keepdims=True), 1e-9)
+        all_slots, all_probs = np.zeros((B * W, K), np.int32), np.zeros((B * W, K), np.float32)
+        all_slots[where], all_probs[where] = np.maximum(slots, 0), probs
+        argmax = np.zeros(B * W, np.int32)
+        argmax[where] = argmax_at
+        self._last_hidden = mx.array(hidden.numpy())
+        g = mx.array(torch.cat([tapped[i] for i in self.head.taps], dim=-1).numpy())
+        nxt = np.concatenate([ids[:, 1:], np.zeros((B, 1), np.int32)], axis=1)
+        e = mx.stop_gradient(self.target.embed(mx.array(nxt)))
+        return (e, g, mx.array(all_slots.reshape(B, W, K)), mx.array(all_probs.reshape(B, W, K)), mx.array(weights),
+                mx.array(argmax.reshape(B, W)))
 
     def _loss(self, e, g, slots, probs, weights):
         outs = self.head.unroll(e, self.head.fuse(g), self.config.unroll)

@@ -59,13 +59,18 @@ def encode_pairs(tokenizer, pairs: Sequence[tuple[str, str]], max_prompt_tokens:
     return out
 
 
-def _read_batch(model, batch: list[tuple[list[int], list[int]]], top_k: int):
-    """One forward over right-padded prompt+answer rows. Returns per row (tokens, hidden, ids, probs, labels)."""
+def _read_batch(model, batch: list[tuple[list[int], list[int]]], top_k: int, torch_target=None):
+    """One forward over right-padded prompt+answer rows. Returns per row (tokens, hidden, ids, probs, labels).
+    ``torch_target`` (a :class:`~.torch_target.TorchTarget` of ``model``) runs the forward in PyTorch."""
     seqs = [p + a for p, a in batch]
     width = max(len(s) for s in seqs)
     ids = np.zeros((len(seqs), width), dtype=np.int32)
     for b, s in enumerate(seqs):
         ids[b, : len(s)] = s
+    if torch_target is not None:
+        spans = [(len(p) - 1, len(p) + len(a)) for p, a in batch]
+        read = torch_target.read_rows(ids, spans, top_k)
+        return [(np.array(seqs[b][lo:hi], dtype=np.int32), *read[b]) for b, (lo, hi) in enumerate(spans)]
     hidden = model.hidden(mx.array(ids))  # (B, width, D), causal
     rows = []
     for b, (prompt, answer) in enumerate(batch):
@@ -101,8 +106,10 @@ def read_dataset(
     seed: int = 0,
     max_seconds: float | None = None,
     progress: Callable[[int, int, int], None] | None = None,
+    torch_target=None,
 ) -> Path:
     """Teacher-force ``model`` over the (prompt, answer) pairs; one shard per ``shard_samples``.
+    ``torch_target``: run the forwards in PyTorch (:mod:`.torch_target`; the same fields stored).
 
     Resumable like ``generate_dataset``: shards on disk are skipped; with ``max_seconds`` no new
     shard starts after that much time. progress(done_pairs, total, tokens_so_far) after each shard.
@@ -117,10 +124,10 @@ def read_dataset(
         for j in members:
             n = len(encoded[j][0]) + len(encoded[j][1])
             if batch and max(width, n) * (len(batch) + 1) > batch_tokens:
-                rows += _read_batch(model, batch, top_k)
+                rows += _read_batch(model, batch, top_k, torch_target)
                 batch, width = [], 0
             batch.append(encoded[j])
             width = max(width, n)
-        return rows + (_read_batch(model, batch, top_k) if batch else [])
+        return rows + (_read_batch(model, batch, top_k, torch_target) if batch else [])
 
     return write_shards(out_dir, shards, read_shard, meta, max_seconds, progress)
