@@ -32,13 +32,17 @@ def _pick_from(choose):
 
 
 def flip_ties(logits: np.ndarray) -> int:
-    top = np.argsort(logits)[-2:]
-    return int(top[0]) if logits[top[1]] - logits[top[0]] < 1e-6 else int(top[1])
+    """The other of two tied top tokens (argmax takes the first; which of two equal values
+    ``np.argsort`` puts last depends on the CPU's sort kernel, so it is not used here)."""
+    best = int(np.argmax(logits))
+    tied = np.flatnonzero(logits >= logits[best] - 1e-6)
+    others = tied[tied != best]
+    return int(others[0]) if len(others) else best
 
 
 def runner_up_when_confident(logits: np.ndarray) -> int:
     top = np.argsort(logits)[-2:]
-    return int(top[0]) if logits[top[1]] - logits[top[0]] > 2.0 else int(top[1])
+    return int(top[0]) if logits[top[1]] - logits[top[0]] > 2.0 else int(np.argmax(logits))  # argmax: ties as ar breaks them
 
 
 def test_near_tie_and_mismatch_verdicts(tmp_path):
