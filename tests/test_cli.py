@@ -145,3 +145,9 @@ def test_app_help_states_what_is_measured():
     assert "several times" not in text and "1.32x" in text and "2.17x" in text and "same tokens as plain decoding" in text
     readme = (ROOT / "README.md").read_text()
     assert "| **overall** | 40 | 9.9 | 1.32x" in readme and "| translation | 3 | 10.3 | 2.17x" in readme  # the figures quoted
+
+
+def test_train_drafter_refuses_an_unknown_reader_in_one_line(tmp_path):
+    res = run_cli("train-drafter", "--out", str(tmp_path / "head"), "--reader", "numpy")
+    assert res.returncode != 0 and "Traceback" not in res.stderr
+    assert "--reader must be auto, mlx or torch" in res.stderr and not (tmp_path / "head").exists()
