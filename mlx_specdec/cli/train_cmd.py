@@ -99,9 +99,10 @@ def train_drafter(
     if read_answers:
         from ..train.data import sharegpt_pairs
         from ..train.teacher_forced import encode_pairs, read_dataset
+        from ..train.torch_target import reader_for
 
         pairs = encode_pairs(loaded.tokenizer, sharegpt_pairs(limit=read_answers), max_prompt_tokens, max_answer_tokens)
-        torch_target = _torch_reader(reader, loaded)
+        torch_target = reader_for(reader, loaded)
         with progress_bar(f"Reading answers ({'PyTorch' if torch_target else 'MLX'})") as update:
             read_dataset(loaded.model, pairs, work / "read", top_k=top_k, seed=seed, torch_target=torch_target,
                          max_seconds=None if read_minutes is None else 60 * read_minutes,
@@ -141,19 +142,3 @@ def train_drafter(
     out.print(table)
     out.print(f"use it with: mlx-specdec generate --method redrafter --drafter {out_dir}")
 
-
-def _torch_reader(reader: str, loaded):
-    """The PyTorch reader for ``--reader`` (None = MLX reads): ``torch`` insists, ``auto`` takes it
-    on a CPU when it applies (float32 weights, a supported architecture, PyTorch installed)."""
-    import mlx.core as mx
-
-    from ..train.torch_target import TorchTarget, torch_unsupported_reason
-
-    if reader == "mlx":
-        return None
-    if reader == "torch":
-        return TorchTarget(loaded.model)
-    on_cpu = mx.default_device().type == mx.DeviceType.cpu
-    if on_cpu and loaded.dtype == "float32" and torch_unsupported_reason(loaded.model) is None:
-        return TorchTarget(loaded.model)
-    return None

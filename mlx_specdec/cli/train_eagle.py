@@ -77,9 +77,9 @@ def train_eagle3(out_dir, model, dtype, work_dir, data, num_pairs, max_prompt_to
     answers = held_out_answers(loaded.model, loaded.tokenizer, held, work, max_new_tokens) if eval_prompts else []
     config = EagleTrainConfig(steps=steps, batch_tokens=batch_tokens, unroll=unroll, top_k=top_k, draft_vocab=draft_vocab, lr=lr,
                               eval_every=eval_every, seed=seed)
-    from .train_cmd import _torch_reader
+    from ..train.torch_target import reader_for
 
-    torch_target = _torch_reader(reader, loaded)
+    torch_target = reader_for(reader, loaded)
     trainer = EagleTrainer(loaded.model, train_pairs, work, config, eval_answers=answers, side_shards=work / "redrafter-data",
                            torch_target=torch_target)
     if trainer.try_resume():

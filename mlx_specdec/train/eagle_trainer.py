@@ -144,26 +144,28 @@ class EagleTrainer:
         starts = np.array([len(p) - 1 for p, _ in rows])
         cols = np.arange(ids.shape[1])[None]
         weights = ((cols >= starts[:, None]) & (cols < lengths[:, None])).astype(np.float32)
-        if self.torch_target is not None:
-            return self._read_torch(ids, weights)
-        logits, hidden, tapped = self.target(mx.array(ids), taps=self.head.taps)
-        self._last_hidden = hidden
-        g = mx.stop_gradient(mx.concatenate([tapped[i] for i in self.head.taps], axis=-1))
+        read = self._read_torch if self.torch_target is not None else self._read_mlx
+        self._last_hidden, g, top, top_logits, argmax = read(ids, weights)
         nxt = np.concatenate([ids[:, 1:], np.zeros((len(rows), 1), np.int32)], axis=1)
         e = mx.stop_gradient(self.target.embed(mx.array(nxt)))
-        logits = logits.astype(mx.float32)
-        K = self.config.top_k
-        top = mx.argpartition(-logits, K - 1, axis=-1)[..., :K]
-        top_logits = mx.take_along_axis(logits, top, axis=-1)
         probs = mx.softmax(top_logits, axis=-1)
         slots = self._slot_mx[top]
         probs = mx.where(slots >= 0, probs, 0.0)
         probs = probs / mx.maximum(probs.sum(-1, keepdims=True), 1e-9)
-        return e, g, mx.maximum(slots, 0), probs, mx.array(weights), mx.argmax(logits, axis=-1)
+        return e, g, mx.maximum(slots, 0), probs, mx.array(weights), argmax
+
+    def _read_mlx(self, ids: np.ndarray, weights: np.ndarray):
+        """The target's forward: (hidden (B, W, D), fused-to-be taps g (B, W, 3D), top-k ids and
+        logits (B, W, K), argmax (B, W)), lazy mx arrays."""
+        logits, hidden, tapped = self.target(mx.array(ids), taps=self.head.taps)
+        g = mx.stop_gradient(mx.concatenate([tapped[i] for i in self.head.taps], axis=-1))
+        logits = logits.astype(mx.float32)
+        top = mx.argpartition(-logits, self.config.top_k - 1, axis=-1)[..., : self.config.top_k]
+        return hidden, g, top, mx.take_along_axis(logits, top, axis=-1), mx.argmax(logits, axis=-1)
 
     def _read_torch(self, ids: np.ndarray, weights: np.ndarray):
-        """:meth:`read` with the target's forward in PyTorch; labels only where ``weights`` > 0
-        (elsewhere slots 0 with probability 0, which the loss skips), argmax there too."""
+        """:meth:`_read_mlx` with the forward in PyTorch; the output layer only where ``weights`` > 0
+        (elsewhere id 0, logit 0 and argmax 0: those positions carry no loss)."""
         import torch
 
         hidden, tapped = self.torch_target.forward(ids, taps=self.head.taps)
@@ -173,21 +175,11 @@ class EagleTrainer:
         with torch.inference_mode():
             logits = self.torch_target.logits(hidden.reshape(B * W, -1)[torch.from_numpy(where)])
             top_logits, top = logits.topk(K, dim=-1)
-            probs = torch.softmax(top_logits, dim=-1).numpy()
             argmax_at = logits.argmax(-1).numpy()
-        top = top.numpy()
-        slots = self.slot[top]
-        probs = np.where(slots >= 0, probs, 0.0)
-        probs = probs / np.maximum(probs.sum(-1, keepdims=True), 1e-9)
-        all_slots, all_probs = np.zeros((B * W, K), np.int32), np.zeros((B * W, K), np.float32)
-        all_slots[where], all_probs[where] = np.maximum(slots, 0), probs
-        argmax = np.zeros(B * W, np.int32)
-        argmax[where] = argmax_at
-        self._last_hidden = mx.array(hidden.numpy())
+        all_top, all_logits, argmax = np.zeros((B * W, K), np.int32), np.zeros((B * W, K), np.float32), np.zeros(B * W, np.int32)
+        all_top[where], all_logits[where], argmax[where] = top.numpy(), top_logits.numpy(), argmax_at
         g = mx.array(torch.cat([tapped[i] for i in self.head.taps], dim=-1).numpy())
-        nxt = np.concatenate([ids[:, 1:], np.zeros((B, 1), np.int32)], axis=1)
-        e = mx.stop_gradient(self.target.embed(mx.array(nxt)))
-        return (e, g, mx.array(all_slots.reshape(B, W, K)), mx.array(all_probs.reshape(B, W, K)), mx.array(weights),
+        return (mx.array(hidden.numpy()), g, mx.array(all_top.reshape(B, W, K)), mx.array(all_logits.reshape(B, W, K)),
                 mx.array(argmax.reshape(B, W)))
 
     def _loss(self, e, g, slots, probs, weights):

@@ -74,6 +74,22 @@ def torch_unsupported_reason(target) -> str | None:
     return None
 
 
+def reader_for(reader: str, loaded):
+    """The PyTorch reader that ``--reader`` asks for, or None (MLX reads): ``torch`` insists (a
+    one-line error where it cannot), ``auto`` takes it on a CPU when it applies (float32 weights,
+    a supported architecture, PyTorch installed), ``mlx`` never. ``loaded``: the loader's Loaded."""
+    import mlx.core as mx
+
+    if reader == "mlx":
+        return None
+    if reader == "torch":
+        return TorchTarget(loaded.model)
+    on_cpu = mx.default_device().type == mx.DeviceType.cpu
+    if on_cpu and loaded.dtype == "float32" and torch_unsupported_reason(loaded.model) is None:
+        return TorchTarget(loaded.model)
+    return None
+
+
 class TorchTarget:
     """The target's causal forward in float32 PyTorch (CPU), from its MLX weights."""
 
