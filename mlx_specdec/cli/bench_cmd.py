@@ -40,6 +40,7 @@ def bench(
 ):
     """Benchmark decoding methods on Spec-Bench-style prompts: speedup over ar, tau, tokens/s, losslessness."""
     from .. import bench as lib
+    from .. import bench_report as report
     from ..generate import Session
     from ..sampling import SamplingParams
 
@@ -77,7 +78,7 @@ def bench(
                     top_k=top_k, min_p=min_p, seed=seed, methods=names, peers=peer_names, draft_model=method_options.draft_model, num_draft=method_options.num_draft,
                     prompts=[str(p) for p in (prompts or [lib.default_prompt_file()])], categories=_split(categories),
                     limit=limit, context=context, triforce=dict(budget=method_options.kv_budget, chunk=method_options.chunk, sinks=method_options.sinks, window=method_options.window, gamma2=method_options.gamma2, bottom=method_options.bottom))
-    rows = lib.load_report(out_path, settings)["results"] if resume and out_path.exists() else []
+    rows = report.load_report(out_path, settings)["results"] if resume and out_path.exists() else []
     session = Session(loaded.model, loaded.max_context)
     runners = {}
     for name in names:
@@ -89,12 +90,12 @@ def bench(
     order = names + [n for n in runners if n not in names]
     todo = lib.plan(selected, order, rows)
     argv = ["mlx-specdec", *sys.argv[1:]] if Path(sys.argv[0]).name in ("mlx-specdec", "cli.py") else sys.argv
-    meta = lib.make_meta(loaded.path, loaded.dtype, settings, argv)
+    meta = report.make_meta(loaded.path, loaded.dtype, settings, argv)
     greedy = params.greedy
 
     def save():
         if out_path is not None:
-            lib.save_report(out_path, dict(meta=meta, summary=lib.summarize(rows, greedy, loaded.dtype), results=rows))
+            report.save_report(out_path, dict(meta=meta, summary=lib.summarize(rows, greedy, loaded.dtype), results=rows))
 
     interrupted = False
     try:
