@@ -51,6 +51,7 @@ def default_ctrl_c():
     background job ignores SIGINT, and an ignored signal stays ignored across exec, so Python would
     install no KeyboardInterrupt handler and the test's Ctrl-C would be lost.)"""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # a blocked signal stays blocked across exec too
 
 
 def test_chat_in_a_terminal(model_dir, env, tmp_path):

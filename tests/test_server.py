@@ -38,6 +38,7 @@ def free_port() -> int:
 
 def default_ctrl_c():
     signal.signal(signal.SIGINT, signal.SIG_DFL)  # see tests/test_chat.py
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 @pytest.fixture(scope="module")

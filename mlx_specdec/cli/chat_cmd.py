@@ -19,6 +19,7 @@ from ..method_options import MethodOptions
 from . import options as opts
 from .chat_view import LEGEND, AnswerView, _share, sparkline, status_line
 from .common import build_drafter, console, load_target, out
+from .ctrl_c import DeferredCtrlC
 
 HELP = """[bold]/help[/]              this list
 [bold]/method NAME[/]       switch the decoding method (conversation and cache are kept)
@@ -275,20 +276,28 @@ class ChatUI:
                           f"({engine.max_context} tokens): dropped the oldest {turn.dropped} messages (/reset starts over)")
         gen, view = turn.generation, AnswerView(self, turn)
         try:
-            with closing(engine.stream(turn)) as pieces:
+            with DeferredCtrlC() as ctrl_c, closing(engine.stream(turn)) as pieces:
                 if self.screen is not None:
                     with Live(view, console=self.screen, auto_refresh=False, transient=True) as live:
-                        engine.session.prefill_progress = lambda done, total: (view.prefilled(done, total), live.refresh())
+                        def prefilled(done: int, total: int) -> None:
+                            view.prefilled(done, total)
+                            live.refresh()
+                            ctrl_c.check()
+
+                        engine.session.prefill_progress = prefilled
                         shown = 0.0
                         for piece, step in pieces:
                             view.add(piece, step)
                             if time.monotonic() - shown > 1 / 15 or step.finish:
                                 live.refresh()
                                 shown = time.monotonic()
+                            ctrl_c.check()
                 else:
+                    engine.session.prefill_progress = lambda done, total: ctrl_c.check()
                     for piece, _ in pieces:
                         sys.stdout.write(piece)
                         sys.stdout.flush()
+                        ctrl_c.check()
         except KeyboardInterrupt:
             engine.finish(turn)  # a no-op unless Ctrl-C came before the stream started
         finally:
