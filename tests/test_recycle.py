@@ -49,6 +49,24 @@ def test_budget_cut_by_hand():
     assert TreeBudget({1: 0.05, 2: 0.06, 3: 0.065}, max_nodes=1).best_cut([0.99, 0.99]) == 1  # capped
 
 
+def test_budget_cost_grows_with_the_context_by_hand():
+    """Costs timed behind 256 and 2,048 cached tokens, read linearly in the context."""
+    from mlx_specdec.drafters.tree_budget import LONG_PAST, SHORT_PAST
+
+    assert (SHORT_PAST, LONG_PAST) == (256, 2048)
+    budget = TreeBudget({1: 0.05, 2: 0.06, 3: 0.065}, max_nodes=8, long_forward_s={1: 0.05, 2: 0.087, 3: 0.13})
+    assert budget.best_cut([0.99, 0.3]) == 2  # short context: 2.29 / 0.065 = 35.2 against 1.99 / 0.06 = 33.2
+    budget.context = 1152  # half-way: 1 node 0.0735 s, 2 nodes 0.0975 s
+    assert np.allclose(budget.costs()[1:4], [0.05, 0.0735, 0.0975])
+    assert budget.best_cut([0.99, 0.3]) == 1  # 1.99 / 0.0735 = 27.1 against 2.29 / 0.0975 = 23.5
+    budget.context = 3840  # beyond the long table: linear (2 nodes 0.16 s, 3 tokens 0.195 s)
+    assert np.allclose(budget.costs()[1:4], [0.05, 0.114, 0.195])
+    assert budget.best_cut([0.5, 0.2]) == 0  # 20 against 1.5 / 0.114 = 13.2
+    budget.context = 100  # shorter than the short table's context: the short costs
+    assert np.allclose(budget.costs()[1:4], [0.05, 0.06, 0.065])
+    assert np.allclose(TreeBudget({1: 0.05, 2: 0.06}).costs()[1:3], [0.05, 0.06])  # no long table: no context term
+
+
 def _drafters(target):
     vocab = target.args.vocab_size
     return {
@@ -125,3 +143,21 @@ def test_make_drafter_builds_it():
     target = tiny_model("llama", seed=0)
     drafter = make_drafter("recycle", target=target, budget=TreeBudget(COSTS), max_chain=4)
     assert drafter.name == "recycle" and drafter.table.tokens.shape == (97, 8)
+
+
+def test_the_cost_tables_are_timed_at_two_contexts_and_cached(tmp_path):
+    """Behind 256 and 2,048 cached tokens where the model's context allows it, one JSON file per
+    device and model, read back as measured; a shorter context gets no long table."""
+    import json
+
+    from mlx_specdec.drafters.tree_budget import LONG_SIZES, SIZES, cached_forward_costs, cost_key
+
+    target = tiny_model("llama", seed=1, max_position_embeddings=4096)
+    short, long = cached_forward_costs(target, tmp_path)
+    assert sorted(short) == sorted(SIZES) and sorted(long) == sorted(LONG_SIZES)
+    assert all(v > 0 for v in [*short.values(), *long.values()])
+    saved = json.loads((tmp_path / ".tree-costs" / f"{cost_key(target)}.json").read_text())
+    assert saved["past"] == [256, 2048]
+    assert cached_forward_costs(target, tmp_path) == (short, long)  # read back, not timed again
+    small = tiny_model("llama", seed=2, max_position_embeddings=1024)
+    assert cached_forward_costs(small, tmp_path)[1] == {}

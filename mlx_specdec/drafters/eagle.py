@@ -131,6 +131,8 @@ class Eagle:
     def propose(self, root: int) -> Tree:
         t0 = time.perf_counter()
         extra = self.lookup.continuations(self.history + [root]) if self.lookup is not None else []
+        if self.budget is not None:
+            self.budget.context = self.offset
         n = self.num_nodes if self.budget is None else self.budget.choose()
         if n == 0:  # the head does not pay here: the free chains alone; pending waits for the next head step
             tokens = self.pending[-1][1] if self.pending else []

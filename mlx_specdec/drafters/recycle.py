@@ -189,6 +189,7 @@ class Recycle:
         if self.num_nodes is not None:
             n = min(self.num_nodes, len(ranked))
         elif self.budget is not None:
+            self.budget.context = len(self.sam.history)
             n = self.budget.best_cut([cands.values[i] for i in ranked], self.overhead_s)
         else:
             n = len(ranked)

@@ -174,6 +174,7 @@ class ReDrafter:
         self.context_vocab = context_vocab  # the context's tokens join the draft vocabulary at reset
         self.vocab = None
         self.history: list[int] = []
+        self.context_length = 0
         self.h = None
         self.drafted_tokens = 0  # beam tokens before merging, for the dedup share
         self.tree_nodes = 0  # drafted tree nodes after merging
@@ -182,6 +183,7 @@ class ReDrafter:
         self.h = hidden.reshape(-1)
         self.vocab = self.head.draft_vocabulary(self.target, context if self.context_vocab else ())
         self.history = list(context) if self.lookup is not None else []
+        self.context_length = len(context)  # tokens in the target's cache (the budget's cost depends on it)
 
     @property
     def saved_share(self) -> float:
@@ -206,6 +208,7 @@ class ReDrafter:
         extra = self.lookup.continuations(self.history + [root]) if self.lookup is not None else []
         n = self.num_nodes
         if self.tree == "dynamic" and self.budget is not None:
+            self.budget.context = self.context_length
             n = self.budget.choose()
             if n == 0:  # the head does not pay here: the free chains alone (or a plain step)
                 tree, _ = beams_to_tree(root, extra)
@@ -237,6 +240,7 @@ class ReDrafter:
 
     def commit(self, tree, path, hidden, logits) -> None:
         self.h = hidden[path[-1]]
+        self.context_length += len(path)
         if self.lookup is not None:
             self.history += tree.tokens[path].tolist()
         if self.budget is not None and self.tree == "dynamic":

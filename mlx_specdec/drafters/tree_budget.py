@@ -2,7 +2,12 @@
 
 The target's forward time for n new tokens is measured once per (model, dtype, device, BLAS and
 its thread count) and cached as JSON under the model store (``<models_home>/.tree-costs/<key>.json``):
-a Mac GPU or a 2-core CPU wants narrow trees, a datacenter GPU wide ones. During generation the
+a Mac GPU or a 2-core CPU wants narrow trees, a datacenter GPU wide ones. It is timed behind 256
+and behind 2,048 cached tokens, and the budget reads it at the context the drafter reports
+(``budget.context``), linear in the context between and beyond: every extra tree token attends
+over the whole cache, so on a 2-core CPU a 16-token tree costs 1.6 one-token forwards at 128
+tokens of context and 3.0 at 2K (DESIGN's figures), and a tree sized for a short context is too
+wide for a long one. During generation the
 drafter reports every verified tree; for each size m the budget keeps the mean number of tokens
 that a tree cut to its m best head nodes (by draft confidence) would have had accepted. Nodes from
 a free source (prompt-lookup chains, rank 0) are in every cut. With a tree of n head nodes the
@@ -32,7 +37,9 @@ import numpy as np
 from ..tree import Tree
 
 SIZES = tuple(range(1, 25)) + (28, 32)  # every size a budget may pick (the curve is not monotone)
-COSTS_VERSION = "tree-v3"  # v1 timed the causal chain path at 128 tokens; v2 kept medians
+LONG_SIZES = (1, 2, 4, 8, 12, 16, 24, 32)  # sizes timed again behind a long context
+SHORT_PAST, LONG_PAST = 256, 2048  # cached tokens behind the timed trees
+COSTS_VERSION = "tree-v4"  # v1 timed the causal chain path at 128 tokens; v2 kept medians; v3 one context
 
 
 def cost_key(target) -> str:
@@ -88,32 +95,47 @@ def measure_forward_costs(target, sizes=SIZES, past: int = 256, repeats: int = 7
     return {n: float(min(times[n])) for n in sizes}
 
 
-def cached_forward_costs(target, store: Path | None = None) -> dict[int, float]:
-    """The cost table for this (model, dtype, device), measured on first use and cached as JSON."""
+def cached_forward_costs(target, store: Path | None = None) -> tuple[dict[int, float], dict[int, float]]:
+    """The cost tables for this (model, dtype, device) behind SHORT_PAST and LONG_PAST cached
+    tokens, measured on first use and cached as JSON. A model whose context is shorter than
+    LONG_PAST + 32 gets no long table (empty)."""
     if store is None:
         from ..store import models_home
 
         store = models_home()
     path = Path(store) / ".tree-costs" / f"{cost_key(target)}.json"
     try:
-        return {int(k): float(v) for k, v in json.loads(path.read_text())["forward_s"].items()}
-    except (OSError, ValueError, KeyError, TypeError):
+        saved = json.loads(path.read_text())
+        return tuple({int(k): float(v) for k, v in saved[name].items()} for name in ("forward_s", "long_forward_s"))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         pass
-    costs = measure_forward_costs(target)
+    short = measure_forward_costs(target, past=SHORT_PAST)
+    context = getattr(target.args, "max_position_embeddings", None) or 0
+    long = measure_forward_costs(target, LONG_SIZES, past=LONG_PAST) if context >= LONG_PAST + max(LONG_SIZES) else {}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"key": cost_key(target), "forward_s": costs}, indent=1))
+        tmp.write_text(json.dumps({"key": cost_key(target), "past": [SHORT_PAST, LONG_PAST], "forward_s": short, "long_forward_s": long}, indent=1))
         tmp.replace(path)
     except OSError:
         pass  # a read-only store: measure again next time
-    return costs
+    return short, long
 
 
 class TreeBudget:
-    def __init__(self, forward_s: dict[int, float], max_nodes: int = 24, default: int = 12, explore_every: int = 8, warmup: int = 8):
+    def __init__(self, forward_s: dict[int, float], max_nodes: int = 24, default: int = 12, explore_every: int = 8, warmup: int = 8,
+                 long_forward_s: dict[int, float] | None = None):
+        """``forward_s``: seconds of a forward over n tree tokens behind SHORT_PAST cached ones;
+        ``long_forward_s`` the same behind LONG_PAST (optional: without it the cost ignores the context)."""
         sizes = sorted(forward_s)
-        self.forward_s = np.interp(np.arange(max_nodes + 64), sizes, [forward_s[n] for n in sizes])  # by token count
+        by_tokens = np.arange(max_nodes + 64)
+        self.forward_s = np.interp(by_tokens, sizes, [forward_s[n] for n in sizes])  # by token count, at SHORT_PAST
+        self.per_context_token = np.zeros(len(by_tokens))  # extra seconds per cached token, by token count
+        if long_forward_s:
+            long_sizes = sorted(long_forward_s)
+            long = np.interp(by_tokens, long_sizes, [long_forward_s[n] for n in long_sizes])
+            self.per_context_token = np.maximum(long - self.forward_s, 0.0) / (LONG_PAST - SHORT_PAST)
+        self.context = 0  # tokens in the target's cache: the drafter sets it before each choice
         self.max_nodes, self.default = max_nodes, min(default, max_nodes)
         self.explore_every, self.warmup = explore_every, warmup
         self.accepted = np.zeros(max_nodes + 1)  # [m]: sum over steps of tokens accepted with the m best head nodes
@@ -125,7 +147,13 @@ class TreeBudget:
 
     @classmethod
     def for_target(cls, target, **kwargs) -> "TreeBudget":
-        return cls(cached_forward_costs(target), **kwargs)
+        short, long = cached_forward_costs(target)
+        return cls(short, long_forward_s=long, **kwargs)
+
+    def costs(self) -> np.ndarray:
+        """Seconds of a forward by token count at the current context. Example: 60 ms for 8
+        tokens behind 256, 150 ms behind 2,048 -> 105 ms behind 1,152."""
+        return self.forward_s + max(0, self.context - SHORT_PAST) * self.per_context_token
 
     def choose(self) -> int:
         """Head nodes for the next tree; 0 = skip the head this step. Warm-up steps draft the
@@ -150,7 +178,7 @@ class TreeBudget:
         the free ones), for m = 0 .. max_nodes."""
         m = np.arange(self.max_nodes + 1)
         tokens = np.minimum(np.round(1 + self.free_nodes + m).astype(np.int64), len(self.forward_s) - 1)
-        return (1 + self.accepted / np.maximum(self.count, 1)) / (self.forward_s[tokens] + np.where(m > 0, self.draft_s, 0.0))
+        return (1 + self.accepted / np.maximum(self.count, 1)) / (self.costs()[tokens] + np.where(m > 0, self.draft_s, 0.0))
 
     def observe(self, ranks: np.ndarray, path: list[int], draft_s: float | None) -> None:
         """ranks: (N,) of each tree node: 1 = the head's best, 0 = a free node (prompt lookup; node 0
@@ -178,5 +206,5 @@ class TreeBudget:
         """
         values = np.asarray(values, dtype=np.float64)[: min(len(values), self.max_nodes, len(self.forward_s) - 2)]
         tokens = 1 + np.concatenate([[0.0], np.cumsum(values)])
-        rate = tokens / (self.forward_s[1 : len(values) + 2] + overhead_s)
+        rate = tokens / (self.costs()[1 : len(values) + 2] + overhead_s)
         return int(np.argmax(rate))
