@@ -24,10 +24,13 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--eagle", required=True, help="the EAGLE-3 head directory")
     parser.add_argument("--work", required=True, help="its training work directory (redrafter-data/, eval_answers.json)")
-    parser.add_argument("--redrafter-steps", type=int, default=300)
+    parser.add_argument("--redrafter-steps", type=int, default=None, help="default: one epoch of the side shards (each token once, as the EAGLE-3 head saw them)")
     parser.add_argument("--depth", type=int, default=7)
     parser.add_argument("--out", default=None, help="write the results as JSON here")
     args = parser.parse_args()
+    from mlx_specdec.platform_setup import ensure_fast_blas
+
+    ensure_fast_blas()
 
     from mlx_specdec.drafters.eagle3_head import load_eagle3_head
     from mlx_specdec.drafters.redrafter import find_shipped_head
@@ -47,10 +50,11 @@ def main():
     results["eagle3"] = eagle_depth_metrics(eagle_head, target, answers, args.depth)
     results["eagle3"]["training"] = json.loads((Path(args.eagle) / "config.json").read_text())["mlx_specdec"]["training"]
     t0 = time.perf_counter()
-    trainer = Trainer(target, data, work / "redrafter-run", TrainConfig(steps=args.redrafter_steps, eval_every=args.redrafter_steps, length=4))
+    steps = args.redrafter_steps or max(1, len(data.tokens) // TrainConfig.batch_size)
+    trainer = Trainer(target, data, work / "redrafter-run", TrainConfig(steps=steps, eval_every=steps, length=4))
     trainer.train()
     results["redrafter_equal_data"] = {**redrafter_depth_metrics(trainer.head, target, answers, args.depth), "training_s": round(time.perf_counter() - t0, 1),
-                                       "steps": args.redrafter_steps}
+                                       "steps": steps}
     shipped = find_shipped_head(target)
     if shipped is not None:
         head = load_head(shipped, target, dtype=mx.float32)
