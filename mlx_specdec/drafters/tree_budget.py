@@ -66,7 +66,7 @@ def timing_tree(n: int) -> Tree:
     return Tree(np.arange(n) % 97, np.array(parents))
 
 
-def measure_forward_costs(target, sizes=SIZES, past: int = 256, repeats: int = 7) -> dict[int, float]:
+def measure_forward_costs(target, sizes=SIZES, past: int = SHORT_PAST, repeats: int = 7) -> dict[int, float]:
     """Seconds of the forward the loop runs (``Session.forward``: tree mask and per-token positions
     for every tree but a chain) over an n-node tree behind ``past`` cached tokens: the fastest of
     ``repeats`` rounds after a warm-up round. Sizes are timed round-robin, so a load spike hits
