@@ -20,6 +20,9 @@ Every node also sees the whole cache, and sits at position ``past + depth``.
 
 Auxiliary tokens (Lookahead's Jacobi window) ride in the same forward after the N nodes. They are
 never accepted; the drafter gives their depths and their mask rows over all N + A new tokens.
+Padding (:meth:`Tree.padded`) is auxiliary too: copies of the root that see only the cache and
+themselves, so a forward can run at a size the device computes faster (on a 2-core CPU with
+OpenBLAS a forward over 16 tokens costs less than one over 12).
 """
 
 from __future__ import annotations
@@ -66,6 +69,25 @@ class Tree:
     @property
     def is_chain(self) -> bool:
         return self.num_aux == 0 and bool(np.all(self.parents == np.arange(-1, self.num_nodes - 1)))
+
+    def padded(self, total: int) -> "Tree":
+        """This tree with auxiliary copies of the root appended up to ``total`` forward tokens.
+
+        Each pad sits at the root's position and attends to the cache and itself only, so its
+        logits are the root's again and it changes nothing else. Example: the 3-node chain
+        r -> a -> b padded to 5 gives tokens [r a b r r], aux_depth [0 0], and pad rows that are
+        True only on their own column."""
+        extra = total - len(self.tokens)
+        if extra <= 0:
+            return self
+        width = total
+        rows = np.zeros((self.num_aux + extra, width), dtype=bool)
+        if self.num_aux:
+            rows[: self.num_aux, : len(self.tokens)] = self.aux_mask
+        rows[self.num_aux :, len(self.tokens) :] = np.eye(extra, dtype=bool)
+        depth = np.concatenate([self.aux_depth if self.num_aux else np.zeros(0, np.int64), np.zeros(extra, np.int64)])
+        tokens = np.concatenate([self.tokens, np.full(extra, self.tokens[0])])
+        return Tree(tokens, self.parents, aux_depth=depth, aux_mask=rows, draft_probs=self.draft_probs, inner=self.inner)
 
     def children(self) -> list[list[int]]:
         """children[i] = node ids whose parent is i, in ascending order (draft preference order)."""

@@ -67,6 +67,58 @@ def test_budget_cost_grows_with_the_context_by_hand():
     assert np.allclose(TreeBudget({1: 0.05, 2: 0.06}).costs()[1:3], [0.05, 0.06])  # no long table: no context term
 
 
+def test_budget_pads_to_a_cheaper_size_by_hand():
+    budget = TreeBudget({1: 0.05, 2: 0.06, 3: 0.1, 4: 0.07, 5: 0.2, 6: 0.069}, max_nodes=8)
+    assert [budget.pad_size(t) for t in range(1, 7)] == [1, 2, 4, 4, 6, 6]  # 3 -> 4 and 5 -> 6 are cheaper
+    assert np.allclose(budget.costs()[1:7], [0.05, 0.06, 0.07, 0.07, 0.069, 0.069])
+    assert np.allclose(budget.raw_costs()[1:7], [0.05, 0.06, 0.1, 0.07, 0.2, 0.069])
+    # values [0.6, 0.3, 0.1]: 2 nodes (3 tokens) now cost 70 ms, not 100: 1.9 / 0.07 beats 1.6 / 0.06
+    assert budget.best_cut([0.6, 0.3, 0.1]) == 3  # and the third node rides in the same 4-token forward
+    near = TreeBudget({1: 0.05, 2: 0.06, 3: 0.0595}, max_nodes=4)
+    assert near.pad_size(2) == 2  # under 3% cheaper: not worth the pad
+
+
+def test_acceptance_rates_pool_by_key_prefix_by_hand():
+    from mlx_specdec.drafters.recycle import AcceptanceStats
+
+    stats = AcceptanceStats()
+    for accepted in (True, True, True, False):
+        stats.observe(("ctx", True, 9), accepted)  # counted for ("ctx",), ("ctx", True) and the full key
+    assert np.isclose(stats.rate(("ctx",), 0.5), (3 + 4 * 0.5) / 8)  # 0.625
+    assert np.isclose(stats.rate(("ctx", True), 0.5), (3 + 4 * 0.625) / 8)  # 0.6875
+    unseen = stats.rate(("ctx", True, 5), 0.5)
+    assert np.isclose(unseen, 0.6875)  # a key never seen: its coarser key's rate
+    assert np.isclose(stats.rate(("ctx", False), 0.5), 0.625)
+
+
+def test_padded_tree_by_hand():
+    from mlx_specdec.tree import Tree
+
+    tree = Tree.chain(7, [8, 9]).padded(5)
+    assert tree.tokens.tolist() == [7, 8, 9, 7, 7] and tree.num_nodes == 3 and tree.num_aux == 2
+    assert tree.positions(10).tolist() == [10, 11, 12, 10, 10]
+    assert tree.mask().astype(int).tolist() == [
+        [1, 0, 0, 0, 0],
+        [1, 1, 0, 0, 0],
+        [1, 1, 1, 0, 0],
+        [0, 0, 0, 1, 0],
+        [0, 0, 0, 0, 1],
+    ]
+    assert Tree.chain(7, [8]).padded(2).num_aux == 0
+
+
+def test_padded_trees_are_lossless():
+    target = tiny_model("llama", seed=2, scale=3.0)
+    drafter = Recycle(target.args.vocab_size, budget=TreeBudget({1: 0.05, 2: 0.06, 3: 0.2, 16: 0.061}, max_nodes=12))
+    padded = 0
+    for prompt in _prompts(2):
+        expected, _ = generate_ids(target, make_drafter("ar"), prompt, 40)
+        got, steps = generate_ids(target, drafter, prompt, 40)
+        assert got == expected
+        padded += sum(s.forward_tokens == 16 for s in steps if not s.prefill)
+    assert padded  # 3 to 15 tokens run as 16
+
+
 def _drafters(target):
     vocab = target.args.vocab_size
     return {

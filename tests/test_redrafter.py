@@ -236,6 +236,9 @@ class ScriptedBudget:
     def observe(self, ranks, path, draft_s):
         self.reports.append((ranks.copy(), list(path), draft_s))
 
+    def pad(self, tree):
+        return tree.padded(len(tree.tokens) + 2)  # two root copies in every forward: must change nothing
+
 
 def test_a_step_without_the_head_drafts_only_lookup_chains_and_stays_lossless(trained):
     target, work, *_ = trained

@@ -139,7 +139,7 @@ class Eagle:
             tokens.append(root)
             tree, _ = beams_to_tree(root, extra)
             self._ranks, self._draft_s = np.zeros(tree.num_nodes, dtype=np.int64), None
-            return tree
+            return self.budget.pad(tree)
         out = self.candidates(root)
         mx.eval(*out, self.k, self.v)  # the one host sync of the draft
         tokens, parents, scores = (np.array(a) for a in out)
@@ -151,7 +151,7 @@ class Eagle:
             ranks = np.pad(ranks, (0, tree.num_nodes - len(ranks)))
             ranks[index[index >= 0]] = 0
         self._ranks, self._draft_s = ranks, time.perf_counter() - t0
-        return tree
+        return tree if self.budget is None else self.budget.pad(tree)
 
     def commit(self, tree, path, hidden, logits, taps=None) -> None:
         accepted = tree.tokens[path].tolist()

@@ -12,12 +12,14 @@ No weights, so it serves any model from its first prompt. Two sources propose ca
 
 Every candidate node gets an estimated probability of being accepted, the product along its path
 of conditional acceptance rates that are *measured* as the session runs (Beta counts, each node
-whose parent was accepted is one trial): per (match length, branch rank, depth) for context
-chains, per stored-probability bin for table nodes. A node both sources propose takes the higher
+whose parent was accepted is one trial, pooled by key prefix: :class:`AcceptanceStats`): per
+(copy in progress, depth, match length, branch rank) for context chains, per (stored-probability
+bin, also proposed by a chain) for table nodes. A node both sources propose takes the higher
 estimate. Candidates are merged into one prefix tree (shared prefixes verified once), ranked by
 that estimate, and cut by :meth:`~.tree_budget.TreeBudget.best_cut`: expected accepted tokens
 (the sum of the kept nodes' estimates) per second of the timed forward for that many tokens plus
-the drafter's own time. So a node joins only where it pays for the forward it costs: on a 2-core
+the drafter's own time, with the tree padded to the size the device runs fastest
+(:meth:`~.tree_budget.TreeBudget.pad`). So a node joins only where it pays for the forward it costs: on a 2-core
 CPU that is mostly long context matches; where extra nodes are nearly free (a GPU) the table's
 guesses join too.
 
@@ -56,18 +58,31 @@ def _bucket(length: int) -> int:
 
 
 class AcceptanceStats:
-    """Beta counts of "accepted given its parent was" per source key, with a prior mean."""
+    """Beta counts of "accepted given its parent was" per source key, pooled by key prefix.
+
+    A key is a tuple, most telling feature first; its rate shrinks towards the rate of the key
+    without its last feature (PRIOR_TRIALS pseudo-trials), down to ``prior`` for the one-feature
+    key. So a rare key (a long match at depth 7) starts from what its coarser keys have measured
+    instead of a fixed guess. Example, prior 0.5, 3 hits in 4 trials of ("ctx", True, 9) (so also
+    of ("ctx", True) and ("ctx",)), none yet of ("ctx", True, 5): rate(("ctx",)) = (3 + 4 * 0.5) / 8
+    = 0.625, rate(("ctx", True)) = (3 + 4 * 0.625) / 8 = 0.6875 = rate(("ctx", True, 5))."""
 
     def __init__(self):
         self.hits: dict = {}
         self.trials: dict = {}
 
     def rate(self, key, prior: float) -> float:
-        return (self.hits.get(key, 0.0) + PRIOR_TRIALS * prior) / (self.trials.get(key, 0.0) + PRIOR_TRIALS)
+        mean = prior
+        for i in range(1, len(key) + 1):
+            part = key[:i]
+            mean = (self.hits.get(part, 0.0) + PRIOR_TRIALS * mean) / (self.trials.get(part, 0.0) + PRIOR_TRIALS)
+        return mean
 
     def observe(self, key, accepted: bool) -> None:
-        self.hits[key] = self.hits.get(key, 0.0) + accepted
-        self.trials[key] = self.trials.get(key, 0.0) + 1.0
+        for i in range(1, len(key) + 1):
+            part = key[:i]
+            self.hits[part] = self.hits.get(part, 0.0) + accepted
+            self.trials[part] = self.trials.get(part, 0.0) + 1.0
 
 
 class Candidates:
@@ -138,6 +153,7 @@ class Recycle:
         self._t_propose = 0.0
         self._candidates: Candidates | None = None
         self._ids = np.zeros(1, dtype=np.int64)
+        self._hot = False  # the last step accepted two or more context-chain tokens (a copy in progress)
 
     def reset(self, context, hidden) -> None:
         context = [int(t) for t in context]
@@ -156,7 +172,7 @@ class Recycle:
         for rank, chain in enumerate(self.sam.continuations(longest, self.branches)):
             node, value = 0, 1.0
             for d, token in enumerate(chain, start=1):
-                key = ("ctx", bucket, min(rank, 1), min(d, 8))
+                key = ("ctx", self._hot, min(d, 8), bucket, min(rank, 1))
                 value *= self.stats.rate(key, MATCH_PRIOR[bucket])
                 node = cands.add(node, token, value, key)
 
@@ -170,7 +186,8 @@ class Recycle:
                 continue
             ids, probs = self.table.row(cands.tokens[node])
             for token, p in zip(ids.tolist(), probs.tolist()):
-                key = ("tab", int(np.searchsorted(PROB_BINS, p, side="right")) - 1)
+                shared = (node, token) in cands.children  # a context chain proposed it too: judged apart
+                key = ("tab", int(np.searchsorted(PROB_BINS, p, side="right")) - 1, shared)
                 value = -neg * self.stats.rate(key, 0.8 * p)
                 if value < floor:
                     break  # rows are best first
@@ -195,6 +212,8 @@ class Recycle:
             n = len(ranked)
         kept = _close_under_parents(cands, ranked[:n])
         tree, self._ids = cands.tree(kept)
+        if self.budget is not None and self.num_nodes is None:
+            tree = self.budget.pad(tree)  # a larger forward where the device runs it faster
         self._candidates = cands
         self._t_propose = time.perf_counter() - t0
         return tree
@@ -207,8 +226,10 @@ class Recycle:
             if int(tree.parents[node]) in accepted:
                 for key in cands.keys[ids[node]]:
                     self.stats.observe(key, node in accepted)
+        copied = sum(any(k[0] == "ctx" for k in cands.keys[ids[node]]) for node in path[1:])
+        self._hot = copied >= 2
         if self.table is not None:
-            self.table.update(tree.tokens, logits, path)
+            self.table.update(tree.tokens[: tree.num_nodes], logits, path)  # pads repeat the root
         self.sam.extend_all(tree.tokens[path[1:]].tolist())
         spent = self._t_propose + time.perf_counter() - t0
         self.overhead_s = spent if not self.overhead_s else 0.9 * self.overhead_s + 0.1 * spent

@@ -213,7 +213,7 @@ class ReDrafter:
             if n == 0:  # the head does not pay here: the free chains alone (or a plain step)
                 tree, _ = beams_to_tree(root, extra)
                 self._ranks, self._draft_s = np.zeros(tree.num_nodes, dtype=np.int64), None
-                return tree
+                return self.budget.pad(tree)
         vocab = self.vocab or self.head.draft_vocabulary(self.target)
         out = self._search()(self.h, mx.array([root]), vocab.ids, vocab.rows, vocab.bias)
         mx.eval(out)  # the one host sync of the draft
@@ -236,7 +236,7 @@ class ReDrafter:
         if self.tree == "dynamic":
             self._ranks = ranks
         self._draft_s = time.perf_counter() - t0
-        return tree
+        return self.budget.pad(tree) if self.tree == "dynamic" and self.budget is not None else tree
 
     def commit(self, tree, path, hidden, logits) -> None:
         self.h = hidden[path[-1]]

@@ -17,6 +17,11 @@ rank <= m), so every ``explore_every``-th step drafts a larger tree (twice the b
 
     argmax_m  (1 + accepted(m)) / (forward_s(1 + lookup_nodes + m) + (draft_s if m > 0 else 0))
 
+Padding: the timed curve is not monotone (2-core CPU, OpenBLAS: 12 tokens 123 ms, 16 tokens 88 ms;
+its small matrix products run a slower kernel below 16 rows), so a tree of 9 to 15 tokens runs
+padded to 16 (:meth:`TreeBudget.pad`: root copies that see only the cache and themselves), and
+every choice here reads :meth:`TreeBudget.costs`, the cost after padding.
+
 m = 0 means "no head this step": no draft search, only the free chains (or plain decoding). So
 where the head does not pay for its draft and its tree (a slow CPU), ReDrafter falls back to what
 prompt lookup alone gives, and the explore steps keep checking whether the head pays again.
@@ -39,6 +44,7 @@ from ..tree import Tree
 SIZES = tuple(range(1, 25)) + (28, 32)  # every size a budget may pick (the curve is not monotone)
 LONG_SIZES = (1, 2, 4, 8, 12, 16, 24, 32)  # sizes timed again behind a long context
 SHORT_PAST, LONG_PAST = 256, 2048  # cached tokens behind the timed trees
+PAD_GAIN = 0.03  # pad a tree to a larger size only where that forward is at least 3% cheaper
 COSTS_VERSION = "tree-v4"  # v1 timed the causal chain path at 128 tokens; v2 kept medians; v3 one context
 
 
@@ -128,6 +134,7 @@ class TreeBudget:
         """``forward_s``: seconds of a forward over n tree tokens behind SHORT_PAST cached ones;
         ``long_forward_s`` the same behind LONG_PAST (optional: without it the cost ignores the context)."""
         sizes = sorted(forward_s)
+        self.timed, self.timed_max = set(sizes), max(sizes)  # the sizes a tree may be padded to
         by_tokens = np.arange(max_nodes + 64)
         self.forward_s = np.interp(by_tokens, sizes, [forward_s[n] for n in sizes])  # by token count, at SHORT_PAST
         self.per_context_token = np.zeros(len(by_tokens))  # extra seconds per cached token, by token count
@@ -150,10 +157,38 @@ class TreeBudget:
         short, long = cached_forward_costs(target)
         return cls(short, long_forward_s=long, **kwargs)
 
-    def costs(self) -> np.ndarray:
-        """Seconds of a forward by token count at the current context. Example: 60 ms for 8
-        tokens behind 256, 150 ms behind 2,048 -> 105 ms behind 1,152."""
+    def raw_costs(self) -> np.ndarray:
+        """Seconds of a forward by token count at the current context, as timed. Example: 60 ms
+        for 8 tokens behind 256, 150 ms behind 2,048 -> 105 ms behind 1,152."""
         return self.forward_s + max(0, self.context - SHORT_PAST) * self.per_context_token
+
+    def costs(self) -> np.ndarray:
+        """Seconds of a forward by token count when every tree is padded (:meth:`pad`) to the
+        cheapest timed size at least as large (the smallest of those within PAD_GAIN of it): the
+        running minimum from the right of :meth:`raw_costs` over the timed sizes. Example (2-core CPU): 12 tokens timed at 123 ms
+        and 16 at 88 ms, so 9 to 16 tokens all cost 88 ms."""
+        return self._padding()[0]
+
+    def pad_size(self, tokens: int) -> int:
+        """The forward size to run ``tokens`` tree tokens at (``tokens`` itself or a larger timed
+        size that costs at least PAD_GAIN less)."""
+        sizes = self._padding()[1]
+        return int(sizes[tokens]) if tokens < len(sizes) else tokens
+
+    def pad(self, tree: Tree) -> Tree:
+        """``tree`` padded to :meth:`pad_size` (root copies, see :meth:`Tree.padded`)."""
+        return tree.padded(self.pad_size(len(tree.tokens)))
+
+    def _padding(self) -> tuple[np.ndarray, np.ndarray]:
+        raw = self.raw_costs()
+        costs, sizes = raw.copy(), np.arange(len(raw))
+        best = len(raw) - 1
+        for t in range(self.timed_max, 0, -1):  # scan down: the cheapest timed size >= t so far
+            if t in self.timed and raw[t] <= (1 + PAD_GAIN) * raw[best] or best > self.timed_max:  # (the smaller on near-ties)
+                best = t
+            if raw[best] < (1 - PAD_GAIN) * raw[t]:
+                costs[t], sizes[t] = raw[best], best
+        return costs, sizes
 
     def choose(self) -> int:
         """Head nodes for the next tree; 0 = skip the head this step. Warm-up steps draft the

@@ -27,6 +27,7 @@ Architectures whose cache holds recurrent state (Mamba, Qwen3-Next, other hybrid
 
 from __future__ import annotations
 
+import os
 from typing import Sequence
 
 import mlx.core as mx
@@ -34,6 +35,7 @@ import mlx.nn as nn
 
 from ..errors import UserError
 from ..layer_cache import ForwardPlan
+from . import cpu_attention
 
 _EMBED_NAMES = ("embed_tokens", "wte", "tok_embeddings", "word_embeddings", "embedding")
 
@@ -211,6 +213,8 @@ class Target:
         self._embed = next((getattr(self.backbone, n) for n in _EMBED_NAMES if isinstance(getattr(self.backbone, n, None), nn.Module)), None)
         self.lm_head = next((m for name, m in model.named_modules() if name.rsplit(".", 1)[-1] == "lm_head"), None)
         self.args = TargetArgs(model.args, config, len(model.layers), tied=self.lm_head is None)
+        if os.environ.get("MLX_SPECDEC_ATTENTION") != "mlx":  # "mlx": keep mlx-lm's sdpa (to compare)
+            cpu_attention.install(model)
 
     @staticmethod
     def _find_backbone(model: nn.Module) -> nn.Module:
