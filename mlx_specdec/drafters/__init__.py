@@ -22,8 +22,8 @@ def default_method(on_gpu: bool, redrafter_available) -> str:
     """The method ``chat``, ``generate`` and ``serve`` use when none is asked for: ``redrafter`` on
     a GPU when a head ships for the model (``redrafter_available()`` is only called there), else
     ``recycle``. Measured on 40 Spec-Bench dev prompts on this project's 2-core CPU (README
-    "Training-free trees"), recycle was the fastest method at the median: 1.45x over ar against
-    pld's 1.36x, 1.03x over pld prompt by prompt, and it needs no weights, so it serves any model."""
+    "Results"), recycle was the fastest method at the median: 1.46x over ar against pld's 1.40x,
+    1.09x over pld prompt by prompt, and it needs no weights, so it serves any model."""
     return "redrafter" if on_gpu and redrafter_available() else "recycle"
 
 

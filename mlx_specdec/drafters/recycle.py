@@ -156,6 +156,7 @@ class Recycle:
         self._hot = False  # the last step accepted two or more context-chain tokens (a copy in progress)
 
     def reset(self, context, hidden) -> None:
+        self._hot = False
         context = [int(t) for t in context]
         history = self.sam.history
         if len(history) <= len(context) and context[: len(history)] == history:
