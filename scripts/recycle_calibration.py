@@ -6,8 +6,8 @@ For every verified tree, each kept node's estimate (its probability of being acc
 the budget sums) is added to "predicted" of its source (ctx: an automaton chain proposed it; tab:
 only the Token Recycling table did), and 1 to "earned" when the node was accepted. Prints the
 totals per source, the mean tree size and a proxy speedup over ar from the budget's cost table
-(the forward sizes run plus the drafter's time, against one-token forwards); greedy, first turns
-only, the default model.
+(the forward sizes run plus the drafter's time, against one-token forwards); first turns only,
+the default model, greedy unless ``--temp`` is given.
 """
 
 from __future__ import annotations
@@ -24,6 +24,9 @@ def main():
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--table", default="on", choices=["on", "off"])
     parser.add_argument("--compare", default="pld", help="another method whose proxy speedup to print")
+    parser.add_argument("--temp", type=float, default=0.0, help="sampling temperature (0: greedy)")
+    parser.add_argument("--top-p", type=float, default=1.0)
+    parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     ensure_fast_blas()
     from mlx_specdec.drafters import make_drafter
@@ -32,6 +35,7 @@ def main():
     from mlx_specdec.generate import Session
     from mlx_specdec.loader import load
     from mlx_specdec.prompts import default_prompt_file, read_prompts, select
+    from mlx_specdec.sampling import SamplingParams
     from mlx_specdec.store import default_model_dir
 
     loaded = load(default_model_dir(), "float32")
@@ -66,7 +70,8 @@ def main():
         table_s = ar_s = 0.0
         for prompt in prompts:
             ids = tokenizer.chat_ids([{"role": "user", "content": prompt.turns[0]}])
-            for i, step in enumerate(session.generate(ids, drafter, max_tokens=args.max_tokens, eos_ids=tokenizer.eos_ids)):
+            params = SamplingParams(temperature=args.temp, top_p=args.top_p, seed=args.seed)
+            for i, step in enumerate(session.generate(ids, drafter, params, max_tokens=args.max_tokens, eos_ids=tokenizer.eos_ids)):
                 if not step.prefill:
                     budget.context = len(ids) + i
                     costs = budget.raw_costs()
