@@ -165,8 +165,8 @@ class TreeBudget:
     def costs(self) -> np.ndarray:
         """Seconds of a forward by token count when every tree is padded (:meth:`pad`) to the
         cheapest timed size at least as large (the smallest of those within PAD_GAIN of it): the
-        running minimum from the right of :meth:`raw_costs` over the timed sizes. Example (2-core CPU): 12 tokens timed at 123 ms
-        and 16 at 88 ms, so 9 to 16 tokens all cost 88 ms."""
+        running minimum from the right of :meth:`raw_costs` over the timed sizes. Example (2-core
+        CPU): 12 tokens timed at 123 ms and 16 at 88 ms, so 9 to 16 tokens all cost 88 ms."""
         return self._padding()[0]
 
     def pad_size(self, tokens: int) -> int:
@@ -182,9 +182,9 @@ class TreeBudget:
     def _padding(self) -> tuple[np.ndarray, np.ndarray]:
         raw = self.raw_costs()
         costs, sizes = raw.copy(), np.arange(len(raw))
-        best = len(raw) - 1
+        best = self.timed_max
         for t in range(self.timed_max, 0, -1):  # scan down: the cheapest timed size >= t so far
-            if t in self.timed and raw[t] <= (1 + PAD_GAIN) * raw[best] or best > self.timed_max:  # (the smaller on near-ties)
+            if t in self.timed and raw[t] <= (1 + PAD_GAIN) * raw[best]:  # (the smaller on near-ties)
                 best = t
             if raw[best] < (1 - PAD_GAIN) * raw[t]:
                 costs[t], sizes[t] = raw[best], best

@@ -28,6 +28,8 @@ import sys
 
 import mlx.core as mx
 
+from ..layer_cache import LayerCache
+
 LOG2_E = 1.4426950408889634
 
 
@@ -58,8 +60,6 @@ def attention(queries: mx.array, keys: mx.array, values: mx.array, scale: float,
 
 
 def _fast_here(queries, cache, sinks) -> bool:
-    from ..layer_cache import LayerCache
-
     return (sinks is None and isinstance(cache, LayerCache) and queries.dtype == mx.float32
             and mx.default_device() == mx.cpu)
 
@@ -75,17 +75,12 @@ def _wrap(original):
     return scaled_dot_product_attention
 
 
-def install(model) -> int:
+def install(model) -> None:
     """Route the attention of ``model``'s mlx-lm modules through :func:`attention` where it is
-    faster (see the module docstring); returns how many model modules were switched."""
+    faster (see the module docstring). Idempotent: a module already switched stays as it is."""
     from mlx_lm.models import base
 
-    switched = 0
-    for name in sorted({type(m).__module__ for m in model.modules()}):
+    for name in {type(m).__module__ for m in model.modules()}:
         module = sys.modules.get(name)
-        current = getattr(module, "scaled_dot_product_attention", None)
-        if current is base.scaled_dot_product_attention:
-            module.scaled_dot_product_attention = _wrap(current)
-        if getattr(getattr(module, "scaled_dot_product_attention", None), "_cpu_attention", False):
-            switched += 1
-    return switched
+        if getattr(module, "scaled_dot_product_attention", None) is base.scaled_dot_product_attention:
+            module.scaled_dot_product_attention = _wrap(base.scaled_dot_product_attention)
