@@ -46,7 +46,7 @@ class PrefillBar:
                                 TextColumn("tokens"), TimeRemainingColumn(), console=console, transient=True)
             self.bar.start()
             self.task = self.bar.add_task("prefill", total=total)
-        self.bar.update(self.task, completed=done, total=total)
+        self.bar.update(self.task, completed=done, total=total, refresh=True)  # every chunk drawn, however fast
         if done >= total:
             self.close()
 
