@@ -233,17 +233,27 @@ def plan(prompts: Sequence[Prompt], methods: Sequence[str], rows: Sequence[dict]
     return [(p, m) for p in prompts for m in methods if (p.category, p.question_id, m) not in done]
 
 
-def check_lossless(rows: Sequence[dict], greedy: bool, dtype: str = "float32") -> None:
-    """Set each row's ``matches_ar`` (None where there is nothing to compare: ar itself, sampling,
-    or no ar row for the prompt), ``first_mismatch`` (index of the first differing token),
-    ``divergence`` (None, "near-tie" or "mismatch") and ``divergence_margin`` (ar's top-2 logit
-    margin at that token; None when ar recorded none there, e.g. it stopped: then "mismatch")."""
+SAMPLED_DRAFTS = ("draft-model", "triforce")  # methods whose drafts are samples (min(1, p/q) rule)
+
+
+def check_lossless(rows: Sequence[dict], greedy: bool, dtype: str = "float32", seeded_sampling: bool = False) -> None:
+    """Set each row's ``matches_ar`` (None where there is nothing to compare: ar itself, or no ar
+    row for the prompt; sampling, unless ``seeded_sampling``), ``first_mismatch`` (index of the
+    first differing token), ``divergence`` (None, "near-tie" or "mismatch") and
+    ``divergence_margin`` (ar's top-2 logit margin at that token; None when ar recorded none
+    there, e.g. it stopped: then "mismatch").
+
+    ``seeded_sampling`` (sampling with one ``--seed``, float32): every method whose drafts are not
+    samples emits the same position-keyed samples as ar, so its text must be ar's too (ar records
+    no margins there: any divergence is a mismatch, as in float32 greedy); methods with sampled
+    drafts (``SAMPLED_DRAFTS``) and peers sample otherwise and are not compared."""
     base = {(r["category"], r["question_id"]): r for r in rows if r["method"] == BASELINE}
     threshold = NEAR_TIE_MARGIN.get(dtype, 0.0)
     for r in rows:
         ref = base.get((r["category"], r["question_id"]))
         r["divergence"], r["divergence_margin"] = None, None
-        if not greedy or r["method"] == BASELINE or ref is None:
+        comparable = greedy or (seeded_sampling and not r.get("peer") and r["method"].partition(":")[0] not in SAMPLED_DRAFTS)
+        if not comparable or r["method"] == BASELINE or ref is None:
             r["matches_ar"], r["first_mismatch"] = None, None
             continue
         same = r["tokens"] == ref["tokens"] and r["turn_new_tokens"] == ref["turn_new_tokens"]
@@ -290,12 +300,12 @@ def _aggregate(rows: list[dict], base: dict) -> dict:
     )
 
 
-def summarize(rows: Sequence[dict], greedy: bool, dtype: str = "float32") -> dict:
+def summarize(rows: Sequence[dict], greedy: bool, dtype: str = "float32", seeded_sampling: bool = False) -> dict:
     """Per category and overall, per method: speedup over ar (mean of per-prompt tokens/s ratios,
     and ratio of total tokens/s), tau, tokens/s, mismatches and near-ties. Also checks losslessness
     (see :func:`check_lossless`); ``lossless`` is False when one of our methods (not a peer) had a
     mismatch (near-ties, allowed in float16/bfloat16, do not count)."""
-    check_lossless(rows, greedy, dtype)
+    check_lossless(rows, greedy, dtype, seeded_sampling)
     base = {(r["category"], r["question_id"]): r for r in rows if r["method"] == BASELINE}
     methods = list(dict.fromkeys(r["method"] for r in rows))
     categories = list(dict.fromkeys(r["category"] for r in rows))

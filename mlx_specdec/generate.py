@@ -22,9 +22,9 @@ import numpy as np
 
 from .cache import KVCache
 from .errors import UserError
-from .sampling import DeviceRows, SamplingParams, sample
+from .sampling import CoupledRows, DeviceRows, Noise, SamplingParams
 from .tree import Tree
-from .verify import verify_deterministic, verify_greedy, verify_rejection
+from .verify import verify_greedy, verify_rejection
 
 PREFILL_CHUNK = 512
 
@@ -154,6 +154,7 @@ class Session:
         if self.max_context and len(ids) >= self.max_context:
             raise UserError(f"the prompt has {len(ids)} tokens but the model's context is {self.max_context}")
         rng = np.random.default_rng(params.seed)
+        noise = None if params.greedy else Noise(int(rng.integers(2**32)) if params.seed is None else params.seed)
         eos = set(eos_ids)
         taps = getattr(drafter, "taps", None)  # EAGLE-3 heads read intermediate layers
         keep = common_prefix(self.cached, ids)
@@ -174,7 +175,9 @@ class Session:
                 logits, hidden, tapped = self._prefill(ids[keep:], taps)
                 self.prefilled = Prefilled(len(ids), logits, hidden, tapped, tuple(taps) if taps else None)
             self.cached = list(ids)
-            root = self._pick(logits[None], params, rng)
+            root = self._pick(logits[None], params, noise, len(ids))
+            if hasattr(drafter, "couple"):  # a drafter that aims at the target's sample (the noise)
+                drafter.couple(noise, params)
             if hasattr(drafter, "bind_cache"):  # a drafter that reads the target's cache (TriForce)
                 drafter.bind_cache(self.cache)
             drafter.reset(ids, hidden, **({"taps": tapped} if taps else {}))
@@ -189,7 +192,7 @@ class Session:
                     tree = Tree.chain(root)  # near the end of the context: a plain step still fits
                 past = self.cache.offset
                 logits, hidden, *tapped = self.forward(tree, taps)
-                path, next_root = self._verify(tree, logits[: tree.num_nodes], params, rng)
+                path, next_root = self._verify(tree, logits[: tree.num_nodes], params, rng, noise, past)
                 t2 = time.perf_counter()
                 self.cache.keep(past, path)
                 self.cached += tree.tokens[path].tolist()
@@ -224,16 +227,22 @@ class Session:
             self.cache.truncate(len(self.cached))
 
     @staticmethod
-    def _pick(logits: mx.array, params: SamplingParams, rng) -> int:
+    def _pick(logits: mx.array, params: SamplingParams, noise, position: int) -> int:
+        """The token at ``position`` after the last row of ``logits``: argmax, or the sample the noise picks."""
         if params.greedy:
             return int(mx.argmax(logits[-1]).item())
-        return sample(DeviceRows(logits[-1:], params)[0], rng)
+        return CoupledRows(logits[-1:], params, noise, [position])[0]
 
     @staticmethod
-    def _verify(tree: Tree, logits: mx.array, params: SamplingParams, rng):
+    def _verify(tree: Tree, logits: mx.array, params: SamplingParams, rng, noise, past: int):
+        """Greedy: descend while a child is the target's argmax. Sampling with drafts that were not
+        sampled (every method but draft-model): the same descent with the target's *sample* at each
+        node (Gumbel-max over the noise at the next position, :class:`~.sampling.Noise`), so the
+        output is ``ar``'s for the same seed and a drafted token is accepted with probability p(x),
+        as the sibling rule (``verify_deterministic``) accepts it. Drafts sampled from q
+        (``tree.draft_probs``): ``min(1, p/q)`` with the residual (``verify_rejection``)."""
         if params.greedy:
             return verify_greedy(tree, np.array(mx.argmax(logits, axis=-1)))
-        probs = DeviceRows(logits, params)  # processed on the device; only the rows read come over
         if tree.draft_probs is not None:
-            return verify_rejection(tree, probs, rng)
-        return verify_deterministic(tree, probs, rng)
+            return verify_rejection(tree, DeviceRows(logits, params), rng)  # only the rows read come over
+        return verify_greedy(tree, CoupledRows(logits, params, noise, past + tree.depth[: tree.num_nodes] + 1))

@@ -116,6 +116,76 @@ class DeviceRows:
         return self.rows[i]
 
 
+_MASK = 0xFFFFFFFF
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+    """murmur3's 32-bit finaliser, elementwise on uint32 (multiplications wrap)."""
+    x = x ^ (x >> np.uint32(16))
+    x = x * np.uint32(0x85EBCA6B)
+    x = x ^ (x >> np.uint32(13))
+    x = x * np.uint32(0xC2B2AE35)
+    return x ^ (x >> np.uint32(16))
+
+
+class Noise:
+    """Gumbel noise keyed by (seed, position, token): one fixed number per token of the vocabulary
+    at each position of the text, whichever method draws it and however often.
+
+    The target's sampled token after a context is ``argmax(log p + noise.row(position))`` over
+    the vocabulary (Gumbel-max: distributed exactly as p, and independent across positions and
+    seeds). So with the same seed every method emits the same tokens as ``ar`` (a draft is
+    accepted when it equals the token the target samples there), and a drafter that knows its
+    guesses' probabilities can aim at the target's sample instead of its argmax (Daliri, Musco &
+    Suresh 2024, drafter-invariant speculative decoding).
+
+    Worked example: ``Noise(0).at(5, [7, 8])`` and ``Noise(0).row(5, 10)[[7, 8]]`` are the same two
+    numbers; ``Noise(1).at(5, [7, 8])`` are two others.
+    """
+
+    def __init__(self, seed: int):
+        self.key = int(_mix(np.array([seed & _MASK], dtype=np.uint32))[0])
+        self._rows: dict[tuple[int, int], np.ndarray] = {}
+
+    def at(self, position: int, tokens) -> np.ndarray:
+        """Gumbel(0, 1) noise (len(tokens),) float64 for ``tokens`` at ``position``."""
+        with np.errstate(over="ignore"):
+            salt = _mix(np.array([(self.key ^ (position * 0x9E3779B1)) & _MASK], dtype=np.uint32))
+            bits = _mix(np.asarray(tokens, dtype=np.uint32) * np.uint32(0x27D4EB2F) + salt)
+        u = (bits.astype(np.float64) + 0.5) / 2.0**32  # in (0, 1)
+        return -np.log(-np.log(u))
+
+    def row(self, position: int, vocab_size: int) -> np.ndarray:
+        """The noise of the whole vocabulary at ``position`` (vocab_size,), kept for a few positions."""
+        key = (position, vocab_size)
+        if key not in self._rows:
+            if len(self._rows) > 64:
+                self._rows.clear()
+            self._rows[key] = self.at(position, np.arange(vocab_size))
+        return self._rows[key]
+
+
+class CoupledRows:
+    """The target's sampled token after each row of ``logits`` (N, V): ``argmax`` of the target's
+    log-distribution (processed on the device, brought over one row at a time, only for the rows a
+    verifier reads) plus the noise at that row's next position ``positions[i]``."""
+
+    def __init__(self, logits: mx.array, params: SamplingParams, noise: Noise, positions):
+        self.logits, self.params, self.noise = logits, params, noise
+        self.positions = np.asarray(positions, dtype=np.int64)
+        self.tokens: dict[int, int] = {}
+
+    def __len__(self) -> int:
+        return self.logits.shape[0]
+
+    def __getitem__(self, i: int) -> int:
+        i = int(i)
+        if i not in self.tokens:
+            logprobs = np.array(device_logprobs(self.logits[i], self.params)).astype(np.float64)
+            self.tokens[i] = int(np.argmax(logprobs + self.noise.row(int(self.positions[i]), len(logprobs))))
+        return self.tokens[i]
+
+
 def sample(probs: np.ndarray, rng: np.random.Generator) -> int:
     """One token id from a 1-D distribution (inverse CDF on one uniform draw)."""
     cdf = np.cumsum(probs)

@@ -28,7 +28,8 @@ def verify_greedy(tree: Tree, target_argmax: np.ndarray) -> tuple[list[int], int
 
 
 def verify_deterministic(tree: Tree, probs: np.ndarray, rng: np.random.Generator) -> tuple[list[int], int]:
-    """Sampling with drafts that were not sampled (beams, top-k trees, n-grams).
+    """Sampling with drafts that were not sampled, by an explicit random stream (TriForce's middle
+    level; the generate loop itself compares drafts with the target's position-keyed sample).
 
     At each node with target distribution p, try the children in order: accept child x with
     probability p(x); on rejection set p(x) = 0 and renormalise. If all are rejected, the next root

@@ -25,7 +25,7 @@ def _pick_from(choose):
 
     class Picking(Session):
         @staticmethod
-        def _verify(tree, logits, params, rng):
+        def _verify(tree, logits, params, rng, noise, past):
             return [0], choose(np.array(logits[0].astype(mx.float32)))
 
     return Picking
@@ -57,7 +57,9 @@ def test_near_tie_and_mismatch_verdicts(tmp_path):
 
     plain = rows({"ar": lib.LoopRunner(Session(model), lib.MarginRecorder(model), params, ())})[0]
     a = plain["tokens"][4]
-    b = max(plain["tokens"]) + 1  # a higher id, so argmax (first index) still picks a: ar unchanged
+    # a higher id ar never emits, so argmax (first index) still picks a: ar unchanged; its row is
+    # replaced in place (a different matrix shape could round other logits apart through another kernel)
+    b = next(t for t in range(a + 1, model.lm_head.weight.shape[0]) if t not in plain["tokens"])
     weight = model.lm_head.weight
     model.lm_head.weight = mx.concatenate([weight[:b], weight[a : a + 1], weight[b + 1 :]])
 
@@ -82,3 +84,18 @@ def test_near_tie_and_mismatch_verdicts(tmp_path):
 
     strict = lib.summarize(results, greedy=True, dtype="float32")  # float32: every divergence is a bug
     assert strict["mismatches"] == {"ar": 0, "flip": 1, "broken": 1} and strict["near_ties"]["flip"] == 0
+
+
+def test_seeded_sampling_compares_every_method_without_sampled_drafts():
+    """Sampling with one seed: recycle/pld must write ar's text (a divergence is a mismatch);
+    draft-model, triforce and peers sample otherwise and are not compared; without a seed nothing is."""
+    def row(method, tokens, peer=False):
+        return dict(category="c", question_id=1, method=method, peer=peer, tokens=tokens, turn_new_tokens=[len(tokens)])
+
+    rows = [row("ar", [1, 2, 3]), row("recycle", [1, 2, 3]), row("pld", [1, 2, 4]), row("draft-model", [5, 6, 7]),
+            row("triforce", [5, 6, 7]), row("mlx-lm", [5, 6, 7], peer=True)]
+    lib.check_lossless(rows, greedy=False, dtype="float32", seeded_sampling=True)
+    assert [r["matches_ar"] for r in rows] == [None, True, False, None, None, None]
+    assert rows[2]["divergence"] == "mismatch" and rows[2]["first_mismatch"] == 2
+    lib.check_lossless(rows, greedy=False, dtype="float32")
+    assert all(r["matches_ar"] is None for r in rows)

@@ -2,8 +2,9 @@
 
 On a 6-token vocabulary the exact joint distribution of the first three generated tokens is
 enumerated from the target (216 outcomes), then compared with many seeded runs of the loop by a
-chi-square test. A deliberately biased rule (``min(1, p/q)`` applied to top-1 drafts that were
-never sampled from q) must fail the same test, so the test can fail.
+chi-square test. Deliberately broken rules must fail the same test, so the test can fail:
+``min(1, p/q)`` applied to top-1 drafts that were never sampled from q, one noise row shared by
+every position, and the sibling rule without renormalisation.
 """
 
 import itertools
@@ -158,31 +159,55 @@ def no_renormalisation_verify(tree, probs, rng):
         path.append(accepted)
 
 
-FLAT = dict(temperature=2.0)  # several live tokens per step, so a rejected sibling has mass to remove
+def sibling_rule_counts(rule, p, draws=6000) -> dict:
+    """The token each of ``draws`` one-step verifications emits (an accepted child, else the next
+    root) with every token of the vocabulary drafted as a child of the root, in id order (many
+    siblings, and a fixed order: a random one would average a sibling bug's bias out)."""
+    tree = Tree(np.array([0] + list(range(len(p)))), np.array([-1] + [0] * len(p)))
+    rng, counts = np.random.default_rng(0), {}
+    for _ in range(draws):
+        path, root = rule(tree, [p] * tree.num_nodes, rng)
+        token = (int(tree.tokens[path[1]]) if len(path) > 1 else root,)
+        counts[token] = counts.get(token, 0) + 1
+    return counts
 
 
-@pytest.fixture(scope="module")
-def flat_setup(setup):
-    target, draft, _ = setup
-    return target, draft, exact_distribution(target, SamplingParams(**FLAT))
+def test_sibling_rule_without_renormalisation_is_caught():
+    """TriForce's middle level verifies the bottom drafts with the sibling rule (``verify_deterministic``)."""
+    from mlx_specdec.verify import verify_deterministic
+
+    p = np.array([0.3, 0.25, 0.2, 0.15, 0.1])
+    exact = {(t,): float(q) for t, q in enumerate(p)}
+    assert chi_square_p_value(exact, sibling_rule_counts(verify_deterministic, p), 6000) > 1e-3
+    assert chi_square_p_value(exact, sibling_rule_counts(no_renormalisation_verify, p), 6000) < 1e-3
 
 
-class FanOut(RandomTree):
-    """Every token of the vocabulary as a child of the root, in id order: many siblings, and a
-    fixed order (a random one would average a sibling bug's bias out)."""
+def test_noise_shared_across_positions_is_caught(setup, monkeypatch):
+    """The coupled rule is exact only because each position draws its own noise: one noise row for
+    every position (a keying bug) correlates the tokens and must fail the same test."""
+    from mlx_specdec.sampling import Noise
 
-    def propose(self, root):
-        return Tree(np.array([root] + list(range(VOCAB))), np.array([-1] + [0] * VOCAB))
-
-
-def test_sibling_rule_without_renormalisation_is_caught(flat_setup, monkeypatch):
-    import mlx_specdec.generate as generate
-
-    target, draft, exact = flat_setup
-    assert chi_square_p_value(exact, empirical(target, lambda seed, params: FanOut(seed), FLAT), RUNS) > 1e-3
-    monkeypatch.setattr(generate, "verify_deterministic", no_renormalisation_verify)
-    counts = empirical(target, lambda seed, params: FanOut(seed), FLAT)
+    target, draft, exact = setup
+    row = Noise.row
+    monkeypatch.setattr(Noise, "row", lambda self, position, vocab_size: row(self, 0, vocab_size))
+    counts = empirical(target, DRAFTERS["ar"](target, draft), PARAMS)
     assert chi_square_p_value(exact, counts, RUNS) < 1e-3
+
+
+FLAT = dict(temperature=2.0)  # several live tokens per step, so seeds give different texts
+
+
+@pytest.mark.parametrize("name", [n for n in DRAFTERS if n not in ("ar", "draft-model-sampled")])
+def test_sampled_output_is_ars_for_the_same_seed(setup, name):
+    """Drafts that were not sampled are accepted when they equal the target's sample at that
+    position, so the text is exactly ``ar``'s with the same seed (float32, no near-ties here)."""
+    target, draft, _ = setup
+    make, reference = DRAFTERS[name](target, draft), DRAFTERS["ar"](target, draft)
+    for seed in range(4):
+        params = SamplingParams(seed=seed, **FLAT)
+        ours = [t for s in Session(target).generate(PROMPT, make(seed, params), params, 24) for t in s.tokens]
+        ars = [t for s in Session(target).generate(PROMPT, reference(seed, params), params, 24) for t in s.tokens]
+        assert ours == ars
 
 
 def test_biased_rule_is_caught(setup):

@@ -92,10 +92,11 @@ def bench(
     argv = ["mlx-specdec", *sys.argv[1:]] if Path(sys.argv[0]).name in ("mlx-specdec", "cli.py") else sys.argv
     meta = report.make_meta(loaded.path, loaded.dtype, settings, argv)
     greedy = params.greedy
+    seeded = not greedy and params.seed is not None and loaded.dtype == "float32"  # texts must equal ar's
 
     def save():
         if out_path is not None:
-            report.save_report(out_path, dict(meta=meta, summary=lib.summarize(rows, greedy, loaded.dtype), results=rows))
+            report.save_report(out_path, dict(meta=meta, summary=lib.summarize(rows, greedy, loaded.dtype, seeded), results=rows))
 
     interrupted = False
     try:
@@ -106,7 +107,7 @@ def bench(
     except KeyboardInterrupt:
         interrupted = True
     save()
-    summary = lib.summarize(rows, greedy, loaded.dtype)
+    summary = lib.summarize(rows, greedy, loaded.dtype, seeded)
     if rows:
         _print_table(summary, meta)
     if out_path is not None:

@@ -14,7 +14,7 @@ from ..method_options import MethodOptions
 
 Model = Annotated[Optional[str], typer.Option("--model", "-m", help="MLX model directory or store name (default: smollm2-135m, pulled on first use).")]
 Dtype = Annotated[Optional[str], typer.Option("--dtype", help="float32 (default on CPU), float16 (default on GPU), bfloat16.")]
-Seed = Annotated[Optional[int], typer.Option("--seed", min=0, help="Random seed for sampling (an integer >= 0).")]
+Seed = Annotated[Optional[int], typer.Option("--seed", min=0, help="Random seed for sampling (an integer >= 0): with the same seed every method but draft-model and triforce writes exactly ar's text.")]
 MinP = Annotated[float, typer.Option("--min-p", help="Keep only tokens at least this share of the most likely one's probability (0 = off; as mlx-lm).")]
 
 KvBudget = Annotated[Optional[int], typer.Option("--budget", help="triforce: KV slots the middle level attends to (sinks + retrieved chunks + recent window; default 1024).")]

@@ -23,7 +23,8 @@ Example: cache holds positions 0..9; the tree r -> {a, b}, a -> c is verified an
 [r, a] (next root x): pending = features of r (position 10, paired with a) and a (position 11,
 paired with x), written at the next propose(x); c and b leave no trace.
 
-Drafts are deterministic, so sampling uses the sibling-wise rule (``verify_deterministic``).
+Drafts are deterministic, so under sampling a node is accepted when it is the token the target
+samples there (``Session._verify``: Gumbel-max over position-keyed noise).
 """
 
 from __future__ import annotations

@@ -18,7 +18,8 @@ are rare in any training set, and the head's output rows are the target's own, s
 ``reset`` without retraining (padded in buckets of 256 slots so the compiled search rarely retraces).
 
 Both searches run lazily in MLX and read the result with one host sync. Drafts are deterministic,
-so sampling uses the sibling-wise rule (``verify_deterministic``), never ``min(1, p/q)``.
+so under sampling a node is accepted when it is the token the target samples there
+(``Session._verify``: Gumbel-max over position-keyed noise), never by ``min(1, p/q)``.
 
 The head needs h, the target's hidden state at the token *before* the root (the one whose logits
 gave the root): ``reset`` receives it from the prefill and ``commit`` takes ``hidden[path[-1]]``.
