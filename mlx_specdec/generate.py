@@ -236,7 +236,7 @@ class Session:
     @staticmethod
     def _verify(tree: Tree, logits: mx.array, params: SamplingParams, rng, noise, past: int):
         """Greedy: descend while a child is the target's argmax. Sampling with drafts that were not
-        sampled (every method but draft-model): the same descent with the target's *sample* at each
+        sampled (no ``tree.draft_probs``): the same descent with the target's *sample* at each
         node (Gumbel-max over the noise at the next position, :class:`~.sampling.Noise`), so the
         output is ``ar``'s for the same seed and a drafted token is accepted with probability p(x),
         as the sibling rule (``verify_deterministic``) accepts it. Drafts sampled from q

@@ -81,22 +81,25 @@ def test_budget_pads_to_a_cheaper_size_by_hand():
 def test_acceptance_rates_pool_by_key_prefix_by_hand():
     from mlx_specdec.drafters.recycle import AcceptanceStats
 
-    stats = AcceptanceStats()
+    stats, siblings = AcceptanceStats(), AcceptanceStats(nested=False)
     for accepted in (True, True, True, False):
-        stats.observe(("ctx~", True, 9), accepted)  # counted for ("ctx~",), ("ctx~", True) and the full key
-        stats.observe(("ctx", True, 9), accepted)
-    assert np.isclose(stats.rate(("ctx~",), 0.5), (3 + 4 * 0.5) / 8)  # 0.625
-    assert np.isclose(stats.rate(("ctx~", True), 0.5), 0.625)  # the same trials: not shrunk twice
-    assert np.isclose(stats.rate(("ctx~", True, 9), 0.5), 0.625)
-    unseen = stats.rate(("ctx~", True, 5), 0.5)
-    assert np.isclose(unseen, (0 + 4 * (3 + 4 * 0.5) / 8) / 4)  # a key never seen: its siblings' rate, 0.625
-    assert np.isclose(stats.rate(("ctx~", False), 0.5), 0.625)
-    for _ in range(9):
-        stats.observe(("tab~", 3, False), False)  # early rejections lower a key once, not once per level
-    assert np.isclose(stats.rate(("tab~", 3, False), 0.5), 4 * 0.5 / 13)
-    # greedy keys: the nested rule (each level towards its parent's rate, own trials included)
+        for s in (stats, siblings):
+            s.observe(("ctx", True, 9), accepted)  # counted for ("ctx",), ("ctx", True) and the full key
+    # nested (greedy): each level towards its parent's rate, own trials included
+    assert np.isclose(stats.rate(("ctx",), 0.5), (3 + 4 * 0.5) / 8)  # 0.625
     assert np.isclose(stats.rate(("ctx", True), 0.5), (3 + 4 * 0.625) / 8)  # 0.6875
-    assert np.isclose(stats.rate(("ctx", True, 5), 0.5), 0.6875)
+    assert np.isclose(stats.rate(("ctx", True, 5), 0.5), 0.6875)  # a key never seen: its coarser key's rate
+    assert np.isclose(stats.rate(("ctx", False), 0.5), 0.625)
+    # siblings (sampling): no trial counted twice
+    assert np.isclose(siblings.rate(("ctx",), 0.5), (3 + 4 * 0.5) / 8)  # 0.625
+    assert np.isclose(siblings.rate(("ctx", True), 0.5), 0.625)  # the same trials: not shrunk twice
+    assert np.isclose(siblings.rate(("ctx", True, 9), 0.5), 0.625)
+    unseen = siblings.rate(("ctx", True, 5), 0.5)
+    assert np.isclose(unseen, (0 + 4 * (3 + 4 * 0.5) / 8) / 4)  # a key never seen: its siblings' rate, 0.625
+    assert np.isclose(siblings.rate(("ctx", False), 0.5), 0.625)
+    for _ in range(9):
+        siblings.observe(("tab", 3, False), False)  # early rejections lower a key once, not once per level
+    assert np.isclose(siblings.rate(("tab", 3, False), 0.5), 4 * 0.5 / 13)
 
 
 def test_padded_tree_by_hand():

@@ -52,7 +52,6 @@ from .suffix_automaton import SuffixAutomaton
 MATCH_BUCKETS = (1, 2, 3, 5, 9, 17)  # match length lower bounds: 1, 2, 3-4, 5-8, 9-16, 17+
 MATCH_PRIOR = (0.2, 0.35, 0.5, 0.65, 0.75, 0.85)  # acceptance per node before any evidence
 PROB_BINS = np.array([0.0, 0.05, 0.15, 0.3, 0.5, 0.7, 0.9])  # table probability bin lower bounds
-NOISE_BINS = np.array([0.0, 1.0, 2.0])  # a chain token's own Gumbel noise: < 0, 0-1, 1-2, >= 2
 PRIOR_TRIALS = 4.0
 
 
@@ -63,40 +62,38 @@ def _bucket(length: int) -> int:
 class AcceptanceStats:
     """Beta counts of "accepted given its parent was" per source key, pooled by key prefix.
 
-    A key is a tuple, most telling feature first. Its rate is its own counts shrunk (PRIOR_TRIALS
-    pseudo-trials) towards what its *siblings* measured (the trials of the key without its last
-    feature that are not its own), level by level from ``prior``. So a rare key (a long match at
-    depth 7) starts from what its coarser keys have measured instead of a fixed guess, and trials
-    are never counted twice: a key whose trials are all its parent's has the parent's rate, and a
-    run of early rejections lowers it once, not once per level. Example, prior 0.5, 3 hits in 4
-    trials of ("ctx~", True, 9) (so also of ("ctx~", True) and ("ctx~",)), none yet of other keys:
-    rate(("ctx~",)) = (3 + 4 * 0.5) / 8 = 0.625 = rate(("ctx~", True)) (no sibling data: the prior);
-    rate(("ctx~", True, 5)) = 0.625 (its sibling ("ctx~", True, 9) measured 3 of 4); after 9
-    rejections of one key and nothing else, its rate is 4 * 0.5 / 13 = 0.15.
+    A key is a tuple, most telling feature first; a rare key (a long match at depth 7) starts from
+    what its coarser keys have measured instead of a fixed guess (PRIOR_TRIALS pseudo-trials per
+    level, from ``prior``). Two poolings:
 
-    Greedy keys (no "~") keep the nested rule the greedy bench measured (each level shrinks
-    towards its parent's rate, own trials included: ("ctx", True) above would be 0.6875). It
-    compounds early rejections (9 of them -> 0.003 over five levels), which under sampling
-    stopped recycle drafting at all; on the greedy 40-prompt bench the sibling rule measured
-    recycle / pld 1.05x (repeat categories 1.04x) against the nested rule's 1.09x (1.11x)."""
+    - ``nested`` (greedy, what the greedy bench measured): each level shrinks towards its parent's
+      rate, its own trials included. Example, prior 0.5, 3 hits in 4 trials of ("ctx", True, 9)
+      (so also of ("ctx", True) and ("ctx",)), none of other keys: rate(("ctx",)) =
+      (3 + 4 * 0.5) / 8 = 0.625, rate(("ctx", True)) = (3 + 4 * 0.625) / 8 = 0.6875 =
+      rate(("ctx", True, 5)). It compounds early rejections (9 of them -> 0.003 over five levels).
+    - siblings (``nested=False``, sampling, where early rejections are common): each level
+      shrinks towards what its *siblings* measured (the parent's trials that are not its own), so
+      no trial counts twice. The same counts: rate(("ctx",)) = 0.625 = rate(("ctx", True)) (no
+      sibling data there: the prior), rate(("ctx", True, 5)) = 0.625 (its sibling ("ctx", True, 9)
+      measured 3 of 4); 9 rejections of one key and nothing else: 4 * 0.5 / 13 = 0.15.
 
-    def __init__(self):
+    On the greedy 40-prompt bench the sibling pooling measured recycle / pld 1.05x (repeat
+    categories 1.04x) against the nested pooling's 1.09x (1.11x), so greedy keeps the nested one."""
+
+    def __init__(self, nested: bool = True):
+        self.nested = nested
         self.hits: dict = {}
         self.trials: dict = {}
 
     def rate(self, key, prior: float) -> float:
         mean = prior
-        if not key[0].endswith("~"):  # greedy keys: the nested shrinkage measured on the 40-prompt bench
-            for i in range(1, len(key) + 1):  # (each level shrinks towards its parent's rate, own trials included)
-                part = key[:i]
-                mean = (self.hits.get(part, 0.0) + PRIOR_TRIALS * mean) / (self.trials.get(part, 0.0) + PRIOR_TRIALS)
-            return mean
-        for i in range(1, len(key)):
-            part, child = key[:i], key[: i + 1]
-            hits = self.hits.get(part, 0.0) - self.hits.get(child, 0.0)  # the siblings' trials
-            trials = self.trials.get(part, 0.0) - self.trials.get(child, 0.0)
+        for i in range(1, len(key) + 1):
+            part = key[:i]
+            hits, trials = self.hits.get(part, 0.0), self.trials.get(part, 0.0)
+            if not self.nested and i < len(key):  # the siblings' trials only
+                hits, trials = hits - self.hits.get(key[: i + 1], 0.0), trials - self.trials.get(key[: i + 1], 0.0)
             mean = (hits + PRIOR_TRIALS * mean) / (trials + PRIOR_TRIALS)
-        return (self.hits.get(key, 0.0) + PRIOR_TRIALS * mean) / (self.trials.get(key, 0.0) + PRIOR_TRIALS)
+        return mean
 
     def observe(self, key, accepted: bool) -> None:
         for i in range(1, len(key) + 1):
@@ -165,7 +162,8 @@ class Recycle:
                  branches: int = 3, table: bool = True, table_nodes: int = 16, k: int = 8):
         self.sam = SuffixAutomaton()
         self.table = AdjacencyTable(vocab_size, k) if table else None
-        self.stats = AcceptanceStats()
+        self.greedy_stats, self.sampled_stats = AcceptanceStats(), AcceptanceStats(nested=False)
+        self.stats = self.greedy_stats  # the ones for the current decoding (see couple)
         self.budget, self.num_nodes = budget, num_nodes  # a TreeBudget, or a fixed node count
         self.max_chain, self.branches, self.table_nodes = max_chain, branches, table_nodes
         self.max_depth: int | None = None  # deepest node drafted (None: unbounded; TriForce bounds it)
@@ -180,12 +178,10 @@ class Recycle:
         """Sampling (``noise`` is the loop's :class:`~..sampling.Noise`; None when greedy): the
         target will emit ``argmax(log p + noise)`` at each position, so the table's guesses are
         ranked by ``log p / temperature + noise`` (its pick is the token the target samples when
-        the stored row is right), and a chain token is judged with its own noise there (the higher,
-        the likelier the target samples it: for a token the target samples with probability r,
-        ``exp(-(1 - r) / r * exp(-noise))``). Sampled acceptance is measured apart from greedy
-        (keys "ctx~", "tab~"), by noise bin, since a chain token is mostly either right (r high)
-        or wrong (r ~ 0) and that formula at the mean r would overrate it."""
+        the stored row is right, keyed by that aimed rank). Sampled acceptance is measured apart
+        from greedy (``sampled_stats``, sibling pooling)."""
         self.noise, self.temperature = noise, max(params.temperature, 1e-6)
+        self.stats = self.greedy_stats if noise is None else self.sampled_stats
 
     def _aim(self, ids: np.ndarray, probs: np.ndarray, position: int) -> np.ndarray:
         """The order of a table row's tokens by how likely each is the target's sample at ``position``."""
@@ -207,11 +203,10 @@ class Recycle:
             return
         bucket = _bucket(length)
         longest = self.max_chain if self.max_depth is None else min(self.max_chain, self.max_depth)
-        root_position = len(self.sam.history) - 1
         for rank, chain in enumerate(self.sam.continuations(longest, self.branches)):
             node, value = 0, 1.0
             for d, token in enumerate(chain, start=1):
-                key = ("ctx" if self.noise is None else "ctx~", self._hot, min(d, 8), bucket, min(rank, 1))
+                key = ("ctx", self._hot, min(d, 8), bucket, min(rank, 1))
                 value *= self.stats.rate(key, MATCH_PRIOR[bucket])
                 node = cands.add(node, token, value, key)
 
@@ -232,7 +227,7 @@ class Recycle:
             for rank, (token, p) in enumerate(zip(ids.tolist(), probs.tolist())):
                 shared = (node, token) in cands.children  # a context chain proposed it too: judged apart
                 bin_ = int(np.searchsorted(PROB_BINS, p, side="right")) - 1
-                key = ("tab", bin_, shared) if self.noise is None else ("tab~", min(rank, 2), bin_, shared)
+                key = ("tab", bin_, shared) if self.noise is None else ("tab", min(rank, 2), bin_, shared)
                 value = -neg * self.stats.rate(key, 0.8 * p)
                 if value < floor:
                     if self.noise is None:
@@ -273,7 +268,7 @@ class Recycle:
             if int(tree.parents[node]) in accepted:
                 for key in cands.keys[ids[node]]:
                     self.stats.observe(key, node in accepted)
-        copied = sum(any(k[0].startswith("ctx") for k in cands.keys[ids[node]]) for node in path[1:])
+        copied = sum(any(k[0] == "ctx" for k in cands.keys[ids[node]]) for node in path[1:])
         self._hot = copied >= 2
         if self.table is not None:
             self.table.update(tree.tokens[: tree.num_nodes], logits, path)  # pads repeat the root
