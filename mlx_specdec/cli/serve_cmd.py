@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from typing import Optional
 
 import typer
@@ -63,3 +65,16 @@ def serve(
                   f"{'  (API key required)' if api_key else ''}  Ctrl-C stops")
     run_server(create_app(engine, api_key), sock, log_level)
     console.print("stopped")
+    _exit_now()
+
+
+def _exit_now() -> None:
+    """End the process without running C++ static destructors.
+
+    The worker thread ran MLX work; MLX's destructors at exit can then abort the process
+    ("terminate called without an active exception", ml-explore/mlx#3126), turning a clean stop
+    into exit code -6. Everything the server owns is closed by now, so nothing is lost.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
