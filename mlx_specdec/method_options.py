@@ -103,12 +103,47 @@ def text(metavar: str = "TEXT") -> Callable[[str, Any], str]:
     return parse
 
 
+def head_paths(methods: tuple[str, ...]) -> Callable[[str, Any], str]:
+    """A parser for ``PATH`` (every method in ``methods``) or ``METHOD=PATH[,METHOD=PATH]``."""
+
+    def parse(flag: str, value) -> str:
+        text("PATH")(flag, value)
+        if "=" in value.partition(",")[0]:
+            for pair in value.split(","):
+                method, _, path = pair.partition("=")
+                if method not in methods or not path:
+                    raise UserError(f"{flag} {value!r}: expected PATH or METHOD=PATH with METHOD one of {', '.join(methods)}")
+        return value
+
+    parse.metavar = "PATH|METHOD=PATH"
+    return parse
+
+
+def head_path_for(value: str | None, method: str) -> str | None:
+    """The head directory ``--drafter`` gives ``method``.
+
+    >>> head_path_for("eagle=/h/e3", "eagle"), head_path_for("eagle=/h/e3", "redrafter"), head_path_for("/h/rd", "redrafter")
+    ('/h/e3', None, '/h/rd')
+    """
+    if value is None or "=" not in value.partition(",")[0]:
+        return value
+    return dict(pair.partition("=")[::2] for pair in value.split(",")).get(method)
+
+
+def head_methods_named(value: str | None) -> set[str]:
+    """The methods a ``METHOD=PATH`` ``--drafter`` names (none for a plain PATH)."""
+    if value is None or "=" not in value.partition(",")[0]:
+        return set()
+    return {pair.partition("=")[0] for pair in value.split(",")}
+
+
 def option(flag: str, help: str, parse: Callable[[str, Any], Any], methods: tuple[str, ...]):
     """A field of MethodOptions (default None: the drafter's default) with its flag and rules."""
     return field(default=None, metadata=dict(flag=flag, help=help, parse=parse, methods=methods))
 
 
 REDRAFTER_LOOKUP = 2  # --lookup default: measured +0.75 tau on Spec-Bench with the shipped head (README)
+HEAD_METHODS = ("redrafter", "eagle")  # methods that load a trained head (--drafter)
 BEAM_ONLY = ("beam_width", "beam_length")  # redrafter options of --tree beam
 DYNAMIC_ONLY = ("tree_topk", "tree_depth", "tree_size")  # redrafter options of --tree dynamic
 
@@ -121,8 +156,8 @@ class MethodOptions:
                                    integer(minimum=0, maximum=64), ("pld", "draft-model", "recycle", "triforce"))
     draft_model: str | None = option("--draft-model", "Draft model directory or store name (draft-model; also mlx-lm's speculative peer in bench).",
                                      text("PATH"), ("draft-model", "triforce"))
-    drafter: str | None = option("--drafter", "A trained draft head directory (redrafter, eagle: a ReDrafter head or an EAGLE-3 directory in the published Hugging Face layout; default: the head shipped for the model).",
-                                 text("PATH"), ("redrafter", "eagle"))
+    drafter: str | None = option("--drafter", "A trained draft head directory (redrafter, eagle: a ReDrafter head or an EAGLE-3 directory in the published Hugging Face layout; default: the head shipped for the model). METHOD=PATH gives one method its own head (bench: --drafter eagle=DIR keeps redrafter's shipped head); several are comma-separated.",
+                                 head_paths(HEAD_METHODS), HEAD_METHODS)
     tree: str | None = option("--tree", "Draft tree shape for redrafter: beam or dynamic (default dynamic, or beam when a beam option is given).",
                               choice("beam", "dynamic"), ("redrafter",))
     beam_width: int | None = option("--beam-width", "redrafter --tree beam: beams kept (W, default 4).",
@@ -185,6 +220,9 @@ class MethodOptions:
             if getattr(self, f.name) is not None and not bases & set(f.metadata["methods"]):
                 raise UserError(f"{f.metadata['flag']} does not apply to --method {','.join(methods)} "
                                 f"(it is for: {', '.join(f.metadata['methods'])})")
+        named = head_methods_named(self.drafter)
+        if named - bases:
+            raise UserError(f"--drafter names a head for {', '.join(sorted(named - bases))}, which --method {','.join(methods)} does not run")
         if self.num_draft == 0 and bases - {"triforce"}:
             raise UserError("--num-draft must be an integer between 1 and 64, got 0 (0 = no bottom drafter is for triforce only)")
         for method in methods:
@@ -211,6 +249,8 @@ class MethodOptions:
         with one set of flags: each gets its own)."""
         base = method.partition(":")[0]
         keep = {f.name: getattr(self, f.name) for f in self.fields() if base in f.metadata["methods"]}
+        if "drafter" in keep:
+            keep["drafter"] = head_path_for(keep["drafter"], base)
         if base == "redrafter":
             unused = DYNAMIC_ONLY if self.redrafter_tree(method) == "beam" else BEAM_ONLY
             keep = {k: (None if k in unused else v) for k, v in keep.items()}

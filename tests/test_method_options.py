@@ -41,6 +41,9 @@ def test_from_dict_parses_strings_and_json_values():
     ({"num_draft": 3}, "ar", "--num-draft does not apply to --method ar"),
     ({"tree": "beam", "tree_depth": 3}, "redrafter", "--tree-depth only applies to --tree dynamic"),
     ({"nope": 1}, None, "unknown method option 'nope'"),
+    ({"drafter": "pld=/h"}, "pld", "expected PATH or METHOD=PATH with METHOD one of redrafter, eagle"),
+    ({"drafter": "eagle="}, "eagle", "expected PATH or METHOD=PATH"),
+    ({"drafter": "eagle=/h"}, "redrafter", "--drafter names a head for eagle, which --method redrafter does not run"),
 ])
 def test_bad_values_are_one_line_user_errors(values, method, message):
     with pytest.raises(UserError) as e:
@@ -58,6 +61,16 @@ def test_several_methods_share_one_set_of_options():
     assert o.for_method("redrafter:dynamic").drafter_kwargs("redrafter:dynamic") == {"tree": "dynamic", "lookup": 2, "depth": 4, "budget": True}
     with pytest.raises(UserError, match="redrafter:beam contradicts --tree dynamic"):
         MethodOptions(tree="dynamic").check("redrafter:beam")
+
+
+def test_a_method_qualified_drafter_gives_each_head_method_its_own_head():
+    o = MethodOptions.from_dict({"drafter": "eagle=/heads/e3"})
+    o.check("ar", "pld", "redrafter", "eagle")  # bench: eagle gets /heads/e3, redrafter its shipped head
+    assert o.for_method("eagle").drafter_kwargs("eagle")["head_path"] == "/heads/e3"
+    assert "head_path" not in o.for_method("redrafter").drafter_kwargs("redrafter")  # the shipped head
+    both = MethodOptions.from_dict({"drafter": "redrafter=/heads/rd,eagle=/heads/e3"})
+    assert [both.for_method(m).drafter for m in ("redrafter:beam", "eagle")] == ["/heads/rd", "/heads/e3"]
+    assert MethodOptions(drafter="/heads/rd").for_method("redrafter").drafter == "/heads/rd"  # a plain PATH: every head method
 
 
 def test_the_module_docstring_examples_hold():
