@@ -165,15 +165,72 @@ class Noise:
         return self._rows[key]
 
 
+# How close a filter's test may come to its bound before the host path defers to the device path
+# (float32 cumulative sums in mlx-lm's top-p differ from a float64 sum by ~1e-6 here).
+_BOUNDARY = 1e-4
+
+
+def sampled_token(logits: np.ndarray, params: SamplingParams, noise_row: np.ndarray) -> int | None:
+    """The target's sample ``argmax(log p + noise_row)`` over the tokens mlx-lm's filters keep, from
+    one row of raw ``logits`` (V,), on the host without sorting the vocabulary; None when a
+    filter's decision is too close to its bound to be sure (the caller then uses the device path).
+
+    Every filter keeps the tokens at or above a log-probability threshold, so the best-scoring
+    token either passes all of them or is dropped together with every token no more likely than
+    itself: take the argmax, test it, and on a drop mask what it rules out and take the next.
+    Testing one token is a sum over the vocabulary (top-p: the mass strictly more likely than it
+    must be below ``top_p``), not a sort: ~0.5 ms per row here against ~6 ms for mlx-lm's sorted
+    top-p on MLX's CPU backend.
+
+    Worked example: log p = log([0.5, 0.3, 0.15, 0.05]), temperature 1, top-p 0.7, noise
+    [0, 0, 0, 5]: scores [-0.69, -1.20, -1.90, 2.00]; token 3 has 0.95 of the mass above it
+    (>= 0.7: dropped, and so is every token at most as likely); token 0 has 0 above it: kept -> 0.
+    """
+    x = np.asarray(logits, dtype=np.float64)
+    peak = x.max()
+    probs = np.exp(x - peak)
+    total = probs.sum()
+    logprobs = x - peak - np.log(total)
+    probs /= total
+    score = logprobs / params.temperature + noise_row
+    floor = logprobs.max() + np.log(params.min_p) if params.min_p > 0 else -np.inf
+    while True:
+        c = int(np.argmax(score))
+        lp = logprobs[c]
+        if not np.isfinite(score[c]):
+            return None
+        drop = False
+        if params.top_p < 1:
+            above = probs[logprobs > lp].sum()
+            if abs(above - params.top_p) < _BOUNDARY:
+                return None
+            drop = above >= params.top_p
+        if not drop and params.min_p > 0:
+            if abs(lp - floor) < _BOUNDARY:
+                return None
+            drop = lp < floor
+        if not drop and 0 < params.top_k < len(x):
+            higher, ties = int((logprobs > lp).sum()), int((logprobs == lp).sum())
+            if higher < params.top_k < higher + ties:
+                return None  # ties straddle the k-th place: which of them stay is the sort's choice
+            drop = higher >= params.top_k
+        if not drop:
+            return c
+        score[logprobs <= lp] = -np.inf
+
+
 class CoupledRows:
     """The target's sampled token after each row of ``logits`` (N, V): ``argmax`` of the target's
-    log-distribution (processed on the device, brought over one row at a time, only for the rows a
-    verifier reads) plus the noise at that row's next position ``positions[i]``."""
+    log-distribution plus the noise at that row's next position ``positions[i]``, computed only for
+    the rows a verifier reads. On the CPU backend (host memory is the device's) the row is decided
+    on the host by :func:`sampled_token`; elsewhere, or where that defers, the filters run on the
+    device (:func:`device_logprobs`) and the row comes over processed."""
 
     def __init__(self, logits: mx.array, params: SamplingParams, noise: Noise, positions):
         self.logits, self.params, self.noise = logits, params, noise
         self.positions = np.asarray(positions, dtype=np.int64)
         self.tokens: dict[int, int] = {}
+        self.host = mx.default_device() == mx.cpu
 
     def __len__(self) -> int:
         return self.logits.shape[0]
@@ -181,8 +238,12 @@ class CoupledRows:
     def __getitem__(self, i: int) -> int:
         i = int(i)
         if i not in self.tokens:
-            logprobs = np.array(device_logprobs(self.logits[i], self.params)).astype(np.float64)
-            self.tokens[i] = int(np.argmax(logprobs + self.noise.row(int(self.positions[i]), len(logprobs))))
+            noise = self.noise.row(int(self.positions[i]), self.logits.shape[-1])
+            token = sampled_token(np.array(self.logits[i].astype(mx.float32)), self.params, noise) if self.host else None
+            if token is None:
+                logprobs = np.array(device_logprobs(self.logits[i], self.params)).astype(np.float64)
+                token = int(np.argmax(logprobs + noise))
+            self.tokens[i] = token
         return self.tokens[i]
 
 

@@ -7,7 +7,7 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from mlx_specdec.sampling import DeviceRows, SamplingParams, process_probs
+from mlx_specdec.sampling import DeviceRows, Noise, SamplingParams, device_logprobs, process_probs, sampled_token
 
 P4 = np.log([0.5, 0.3, 0.15, 0.05])
 
@@ -97,3 +97,39 @@ def test_the_old_order_is_caught():
     stat = (((counts[live] - draws * old[live]) ** 2) / (draws * old[live])).sum()
     dof = int(live.sum()) - 1
     assert stat > dof + 6 * math.sqrt(2 * dof) + 10
+
+
+def test_host_sample_by_hand():
+    # scores log p + noise = [-0.69, -1.20, -1.90, 2.00]: token 3 has 0.95 above it (top-p 0.7
+    # drops it and everything less likely), token 0 has nothing above it and is the sample
+    noise = np.array([0.0, 0.0, 0.0, 5.0])
+    assert sampled_token(P4, SamplingParams(temperature=1.0, top_p=0.7), noise) == 0
+    assert sampled_token(P4, SamplingParams(temperature=1.0), noise) == 3  # no filter: the noise wins
+    assert sampled_token(P4, SamplingParams(temperature=1.0, top_k=2), noise) == 0
+    assert sampled_token(P4, SamplingParams(temperature=1.0, min_p=0.2), np.array([0.0, 1.0, 0.0, 5.0])) == 1
+
+
+def test_host_sample_defers_at_a_filter_bound():
+    # top-p 0.8 = exactly the mass above token 2: a float32 cumulative sum could land either side
+    assert sampled_token(P4, SamplingParams(temperature=1.0, top_p=0.8), np.array([0.0, 0.0, 9.0, 0.0])) is None
+    # top-k 2 with tokens 1 and 2 tied for second place: the device's sort decides
+    tied = np.log([0.4, 0.25, 0.25, 0.1])
+    assert sampled_token(tied, SamplingParams(temperature=1.0, top_k=2), np.array([0.0, 0.0, 9.0, 0.0])) is None
+
+
+@pytest.mark.parametrize("settings", SETTINGS + [dict(temperature=0.7)])
+def test_host_sample_equals_the_device_path(settings):
+    """The host path picks the token the device path (mlx-lm's filters) plus the same noise picks,
+    on rows from flat to peaked, at a real vocabulary's size."""
+    rng = np.random.default_rng(5)
+    params, noise, V = SamplingParams(**settings), Noise(11), 4096
+    decided = 0
+    for i in range(120):
+        logits = (rng.standard_normal(V) * rng.uniform(0.5, 8.0)).astype(np.float32)
+        row = noise.row(i, V)
+        token = sampled_token(logits, params, row)
+        expected = int(np.argmax(np.array(device_logprobs(mx.array(logits), params)).astype(np.float64) + row))
+        if token is not None:
+            assert token == expected
+            decided += 1
+    assert decided >= 115
