@@ -14,6 +14,7 @@ from safetensors.numpy import save_file
 from mlx_specdec.cache import KVCache
 from mlx_specdec.drafters import make_drafter
 from mlx_specdec.drafters.eagle import Eagle
+from mlx_specdec.drafters.recycle import Recycle
 from mlx_specdec.drafters.eagle3_head import Eagle3Head, default_taps, head_config, load_eagle3_head, save_eagle3_head
 from mlx_specdec.drafters.tree_budget import TreeBudget
 from mlx_specdec.errors import UserError
@@ -441,3 +442,33 @@ def test_greedy_equals_autoregressive_on_the_default_model(tmp_path):
         expected, _ = generate_ids(target, make_drafter("ar"), ids, 48)
         got, steps = generate_ids(target, drafter, ids, 48)
         assert got == expected
+
+
+# -- the head as a source of recycle's merged tree ----------------------------------------------------
+
+
+class AlternatingRecycle(Recycle):
+    """recycle whose head runs every other step (what its speed comparison may choose)."""
+
+    def _head_pays(self):
+        self._head_steps += 1
+        return self._head_steps % 2 == 1
+
+
+def test_recycle_with_an_eagle_head_equals_ar_and_keeps_the_head_cache_right():
+    target = _target(seed=8, scale=3.0)
+    head = random_head(target, Vd=97)
+    head_trials = 0
+    for prompt in _prompts(21, 3):
+        prompt = prompt * 2
+        for max_tokens in (1, 8, 40):
+            expected, _ = generate_ids(target, make_drafter("ar"), prompt, max_tokens)
+            drafter = AlternatingRecycle(97, num_nodes=6, head=Eagle(target, head, topk=3, depth=3))
+            got, steps = generate_ids(target, drafter, prompt, max_tokens)
+            assert got == expected, (prompt, max_tokens)
+            head_trials += drafter.stats.trials.get(("head",), 0)
+    assert head_trials > 0  # head nodes were verified
+    # after steps with and without the head, its cache holds exactly the accepted text
+    drafter.head.draft(99)
+    k, _ = _recomputed_cache(target, head, prompt + got[:-1], 99)
+    assert np.allclose(np.array(drafter.head.k), np.array(k), atol=1e-4)

@@ -106,7 +106,15 @@ DRAFTERS = {
     "redrafter": lambda target, draft: _redrafter(target, tree="beam", beam_width=2, beam_length=2),
     "redrafter-dynamic": lambda target, draft: _redrafter(target, tree="dynamic", topk=2, depth=2, num_nodes=3),
     "eagle": lambda target, draft: _eagle(target, topk=2, depth=3, num_nodes=4, lookup=1),
+    "recycle+redrafter": lambda target, draft: _recycle_with(_redrafter(target, tree="dynamic", topk=2, depth=2)),
+    "recycle+eagle": lambda target, draft: _recycle_with(_eagle(target, topk=2, depth=2)),
 }
+
+
+def _recycle_with(head):
+    """recycle with a random head as a third source of its tree (``head``: a factory like the others)."""
+    return lambda seed, params: make_drafter("recycle", vocab_size=VOCAB, budget=None, num_nodes=4, max_chain=3, branches=2,
+                                             table_nodes=4, head=head(seed, params))
 
 
 def _eagle(target, **options):

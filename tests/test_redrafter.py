@@ -447,3 +447,48 @@ def test_train_drafter_cli_end_to_end_and_bad_input(tmp_path):
     res = _cli("generate", "-m", str(model), "-p", "hi", "--method", "redrafter", "--drafter", str(tmp_path / "head"), "--max-tokens", "2")
     lines = [l for l in res.stderr.strip().splitlines() if l.strip()]
     assert res.returncode != 0 and len(lines) == 1 and "damaged" in lines[0], res.stderr
+
+
+def test_recycle_with_the_head_as_a_source_equals_ar(trained):
+    """The head's dynamic tree merged with the automaton and the table (every node ranked by its
+    measured acceptance): greedy output is ar's, with the head on every step or on every other."""
+    from mlx_specdec.drafters.recycle import Recycle
+
+    class Alternating(Recycle):
+        def _head_pays(self):
+            self._head_steps += 1
+            return self._head_steps % 2 == 1
+
+    target, work, *_ = trained
+    head = load_head(work / "head", target)
+    vocab = target.args.vocab_size
+    head_accepted = 0
+    for kind in (Recycle, Alternating):
+        for prompt in _prompts(100, 3):
+            for max_tokens in (1, 7, 30):
+                expected, _ = generate_ids(target, make_drafter("ar"), prompt, max_tokens)
+                drafter = kind(vocab, num_nodes=6, head=ReDrafter(target, head, tree="dynamic", topk=3, depth=3))
+                got, steps = generate_ids(target, drafter, prompt, max_tokens)
+                assert got == expected, (kind.__name__, prompt, max_tokens)
+                head_accepted += drafter.stats.hits.get(("head",), 0)
+        reference, _ = generate_ids(target, make_drafter("ar"), _prompts(7, 1)[0], 40)
+        eos = [reference[12]]
+        got, steps = generate_ids(target, kind(vocab, num_nodes=6, head=ReDrafter(target, head, tree="dynamic", topk=3, depth=3)),
+                                  _prompts(7, 1)[0], 40, eos=eos)
+        assert got == reference[: reference.index(eos[0])] and steps[-1].finish == "eos"
+    assert head_accepted > 0  # the trained head's nodes get accepted inside the merged tree
+
+
+def test_the_head_runs_where_its_steps_measure_faster():
+    """With both arms measured, the faster one runs, and every 8th step tries the other."""
+    from mlx_specdec.drafters.recycle import HEAD_EXPLORE, Recycle
+
+    drafter = Recycle(10, num_nodes=2, head=object())
+    assert drafter._head_pays() is True  # nothing measured: try the head first
+    drafter.head_rate[(False, True)] = 20.0
+    assert drafter._head_pays() is False  # then the steps without it
+    drafter.head_rate[(False, False)] = 25.0
+    runs = [drafter._head_pays() for _ in range(2 * HEAD_EXPLORE)]
+    assert runs.count(True) == 2 and runs.count(False) == 2 * HEAD_EXPLORE - 2
+    drafter._hot = True  # a copy in progress is judged on its own measurements
+    assert drafter._head_pays() is True

@@ -136,8 +136,7 @@ class Eagle:
             self.budget.context = self.offset
         n = self.num_nodes if self.budget is None else self.budget.choose()
         if n == 0:  # the head does not pay here: the free chains alone; pending waits for the next head step
-            tokens = self.pending[-1][1] if self.pending else []
-            tokens.append(root)
+            self.skip(root)
             tree, _ = beams_to_tree(root, extra)
             self._ranks, self._draft_s = np.zeros(tree.num_nodes, dtype=np.int64), None
             return self.budget.pad(tree)
@@ -153,6 +152,19 @@ class Eagle:
             ranks[index[index >= 0]] = 0
         self._ranks, self._draft_s = ranks, time.perf_counter() - t0
         return tree if self.budget is None else self.budget.pad(tree)
+
+    def draft(self, root: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The candidates after ``root`` as a head source of another drafter's tree (``recycle``):
+        (tokens, parents, path log-probs) of nodes 1..M, parent 0 = the root, on the host."""
+        out = self.candidates(root)
+        mx.eval(*out, self.k, self.v)  # the one host sync of the draft
+        return tuple(np.array(a) for a in out)
+
+    def skip(self, root: int) -> None:
+        """A step that drafts without the head: the last pending feature pairs with ``root``, and
+        the pending entries wait for the next head step."""
+        if self.pending:
+            self.pending[-1][1].append(root)
 
     def commit(self, tree, path, hidden, logits, taps=None) -> None:
         accepted = tree.tokens[path].tolist()

@@ -53,6 +53,9 @@ MATCH_BUCKETS = (1, 2, 3, 5, 9, 17)  # match length lower bounds: 1, 2, 3-4, 5-8
 MATCH_PRIOR = (0.2, 0.35, 0.5, 0.65, 0.75, 0.85)  # acceptance per node before any evidence
 PROB_BINS = np.array([0.0, 0.05, 0.15, 0.3, 0.5, 0.7, 0.9])  # table probability bin lower bounds
 PRIOR_TRIALS = 4.0
+HEAD_EXPLORE = 8  # every 8th step with a head tries the arm (head or none) that measures slower
+HEAD_RATE_WEIGHT = 0.2  # weight of the newest step in the running tokens/s per arm
+HEAD_PRIOR = 0.8  # a head node's acceptance before any evidence: this share of its draft probability
 
 
 def _bucket(length: int) -> int:
@@ -159,7 +162,9 @@ class Recycle:
     name = "recycle"
 
     def __init__(self, vocab_size: int, budget=None, num_nodes: int | None = None, max_chain: int = 16,
-                 branches: int = 3, table: bool = True, table_nodes: int = 16, k: int = 8):
+                 branches: int = 3, table: bool = True, table_nodes: int = 16, k: int = 8, head=None):
+        self.head = head  # a trained head's drafter (ReDrafter, Eagle) as a third source, or None
+        self.taps = getattr(head, "taps", None)  # the loop passes an EAGLE-3 head's taps through us
         self.sam = SuffixAutomaton()
         self.table = AdjacencyTable(vocab_size, k) if table else None
         self.greedy_stats, self.sampled_stats = AcceptanceStats(), AcceptanceStats(nested=False)
@@ -173,6 +178,8 @@ class Recycle:
         self._ids = np.zeros(1, dtype=np.int64)
         self._hot = False  # the last step accepted two or more context-chain tokens (a copy in progress)
         self.noise, self.temperature = None, 1.0  # sampling: the loop's noise (see couple)
+        self.head_rate: dict[tuple[bool, bool], float] = {}  # (copy in progress, head ran) -> tokens/s, running
+        self._with_head, self._step_started, self._head_steps = False, 0.0, 0
 
     def couple(self, noise, params) -> None:
         """Sampling (``noise`` is the loop's :class:`~..sampling.Noise`; None when greedy): the
@@ -188,7 +195,9 @@ class Recycle:
         scores = np.log(np.maximum(probs, 1e-30)) / self.temperature + self.noise.at(position, ids)
         return np.argsort(-scores, kind="stable")
 
-    def reset(self, context, hidden) -> None:
+    def reset(self, context, hidden, taps=None) -> None:
+        if self.head is not None:
+            self.head.reset(context, hidden, **({"taps": taps} if self.taps else {}))
         self._hot = False
         context = [int(t) for t in context]
         history = self.sam.history
@@ -237,13 +246,45 @@ class Recycle:
                 added += 1
                 heapq.heappush(heap, (-cands.values[child], child))
 
+    def _head_candidates(self, cands: Candidates, root: int) -> None:
+        """The head's tree (tokens, parents, path log-probs), each node keyed by its conditional
+        draft probability (bin) and whether another source proposed it too."""
+        tokens, parents, scores = self.head.draft(root)
+        node_of = np.zeros(len(tokens) + 1, dtype=np.int64)
+        path_score = np.concatenate([[0.0], scores.astype(np.float64)])
+        for i, (token, parent) in enumerate(zip(tokens.tolist(), parents.tolist()), start=1):
+            above = int(node_of[parent])
+            q = float(np.exp(path_score[i] - path_score[parent]))
+            shared = (above, token) in cands.children
+            key = ("head", int(np.searchsorted(PROB_BINS, q, side="right")) - 1, shared)
+            value = cands.values[above] * self.stats.rate(key, HEAD_PRIOR * q)
+            node_of[i] = cands.add(above, token, value, key)
+
+    def _head_pays(self) -> bool:
+        """Run the head this step? The one of "with" and "without" with the higher running tokens
+        per second of whole steps (draft, forward, commit: the head's search costs a fraction of a
+        forward on a CPU), kept apart for copy-in-progress steps, where the context chains alone
+        often do best; every ``HEAD_EXPLORE``-th step takes the other one to keep both current."""
+        self._head_steps += 1
+        with_, without = self.head_rate.get((self._hot, True)), self.head_rate.get((self._hot, False))
+        if with_ is None or without is None:
+            return with_ is None
+        best = with_ >= without
+        return (not best) if self._head_steps % HEAD_EXPLORE == 0 else best
+
     def propose(self, root: int) -> Tree:
-        t0 = time.perf_counter()
+        t0 = self._step_started = time.perf_counter()
         self.sam.extend(int(root))
         cands = Candidates(int(root))
         self._context_candidates(cands)
         if self.table is not None:
             self._table_candidates(cands, floor=0.02)
+        if self.head is not None:
+            self._with_head = self._head_pays()
+            if self._with_head:
+                self._head_candidates(cands, int(root))
+            else:
+                self.head.skip(int(root))
         ranked = cands.ranked()
         if self.num_nodes is not None:
             n = min(self.num_nodes, len(ranked))
@@ -260,8 +301,10 @@ class Recycle:
         self._t_propose = time.perf_counter() - t0
         return tree
 
-    def commit(self, tree, path, hidden, logits) -> None:
+    def commit(self, tree, path, hidden, logits, taps=None) -> None:
         t0 = time.perf_counter()
+        if self.head is not None:
+            self.head.commit(tree, path, hidden, logits, **({"taps": taps} if self.taps else {}))
         cands, ids = self._candidates, self._ids
         accepted = set(path)
         for node in range(1, tree.num_nodes):  # a trial for each node whose parent was accepted
@@ -269,11 +312,16 @@ class Recycle:
                 for key in cands.keys[ids[node]]:
                     self.stats.observe(key, node in accepted)
         copied = sum(any(k[0] == "ctx" for k in cands.keys[ids[node]]) for node in path[1:])
-        self._hot = copied >= 2
+        hot_before, self._hot = self._hot, copied >= 2
         if self.table is not None:
             self.table.update(tree.tokens[: tree.num_nodes], logits, path)  # pads repeat the root
         self.sam.extend_all(tree.tokens[path[1:]].tolist())
-        spent = self._t_propose + time.perf_counter() - t0
+        now = time.perf_counter()
+        if self.head is not None:
+            key, rate = (hot_before, self._with_head), len(path) / max(now - self._step_started, 1e-9)
+            old = self.head_rate.get(key)
+            self.head_rate[key] = rate if old is None else (1 - HEAD_RATE_WEIGHT) * old + HEAD_RATE_WEIGHT * rate
+        spent = self._t_propose + now - t0
         self.overhead_s = spent if not self.overhead_s else 0.9 * self.overhead_s + 0.1 * spent
 
 

@@ -215,15 +215,13 @@ class ReDrafter:
                 tree, _ = beams_to_tree(root, extra)
                 self._ranks, self._draft_s = np.zeros(tree.num_nodes, dtype=np.int64), None
                 return self.budget.pad(tree)
-        vocab = self.vocab or self.head.draft_vocabulary(self.target)
-        out = self._search()(self.h, mx.array([root]), vocab.ids, vocab.rows, vocab.bias)
-        mx.eval(out)  # the one host sync of the draft
+        out = self._run_search(root)
         if self.tree == "beam":
-            beams = np.array(out[0])
+            beams = out[0]
             tree, _ = beams_to_tree(root, beams)
             self.drafted_tokens += beams.size
         else:
-            tokens, parents, scores = (np.array(a) for a in out)
+            tokens, parents, scores = out
             tree, kept = select_tree(root, tokens, parents, scores, n)
             ranks = np.zeros(tree.num_nodes, dtype=np.int64)
             ranks[1:] = np.argsort(np.argsort(-scores[kept - 1], kind="stable"), kind="stable") + 1
@@ -238,6 +236,22 @@ class ReDrafter:
             self._ranks = ranks
         self._draft_s = time.perf_counter() - t0
         return self.budget.pad(tree) if self.tree == "dynamic" and self.budget is not None else tree
+
+    def _run_search(self, root: int) -> tuple[np.ndarray, ...]:
+        vocab = self.vocab or self.head.draft_vocabulary(self.target)
+        out = self._search()(self.h, mx.array([root]), vocab.ids, vocab.rows, vocab.bias)
+        mx.eval(out)  # the one host sync of the draft
+        return tuple(np.array(a) for a in out)
+
+    def draft(self, root: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The dynamic tree's candidates after ``root`` as a head source of another drafter's tree
+        (``recycle``): (tokens, parents, path log-probs) of nodes 1..M, parent 0 = the root."""
+        if self.tree != "dynamic":
+            raise UserError("a ReDrafter head joins a merged tree with --tree dynamic only")
+        return self._run_search(root)
+
+    def skip(self, root: int) -> None:
+        """A step whose tree leaves the head out: nothing to keep (the head reads only the last hidden state)."""
 
     def commit(self, tree, path, hidden, logits) -> None:
         self.h = hidden[path[-1]]
