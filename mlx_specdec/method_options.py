@@ -142,6 +142,7 @@ def option(flag: str, help: str, parse: Callable[[str, Any], Any], methods: tupl
     return field(default=None, metadata=dict(flag=flag, help=help, parse=parse, methods=methods))
 
 
+HEAD_SOURCES = "recycle"  # --sources default: measured faster than pld chains with the shipped head (README)
 REDRAFTER_LOOKUP = 2  # --lookup default: measured +0.75 tau on Spec-Bench with the shipped head (README)
 HEAD_METHODS = ("redrafter", "eagle")  # methods that load a trained head (--drafter)
 BEAM_ONLY = ("beam_width", "beam_length")  # redrafter options of --tree beam
@@ -172,6 +173,8 @@ class MethodOptions:
                                          integer_or_auto(minimum=1), ("redrafter", "recycle", "eagle"))
     lookup: int | None = option("--lookup", f"redrafter, eagle: also merge up to N prompt-lookup continuations (n-grams the context repeats) into each draft tree; 0 = the head's drafts only (default {REDRAFTER_LOOKUP}).",
                                 integer(minimum=0), ("redrafter", "eagle"))
+    sources: str | None = option("--sources", f"redrafter --tree dynamic, eagle: the training-free drafts that join the head's tree: recycle (the suffix automaton and Token Recycling's table: one merged tree, every node ranked by its measured acceptance and cut by the tree budget; the head runs on the steps where it measures faster) or pld (--lookup prompt-lookup chains beside the head's budgeted tree). Default: {HEAD_SOURCES}.",
+                                 choice("recycle", "pld"), HEAD_METHODS)
     window: int | str | None = option("--window", "Lookahead window width W, or 'auto' (default: sized from the measured forward cost); triforce: recent tokens its cache views always keep (default 128).",
                                       integer_or_auto(minimum=0), ("lookahead", "triforce"))
     ngram: int | None = option("--ngram", "Lookahead n-gram size N (default 4).", integer(minimum=2), ("lookahead",))
@@ -225,8 +228,13 @@ class MethodOptions:
             raise UserError(f"--drafter names a head for {', '.join(sorted(named - bases))}, which --method {','.join(methods)} does not run")
         if self.num_draft == 0 and bases - {"triforce"}:
             raise UserError("--num-draft must be an integer between 1 and 64, got 0 (0 = no bottom drafter is for triforce only)")
+        merged = self.sources is not None and self.sources == "recycle"
+        if merged and self.lookup is not None:
+            raise UserError("--lookup applies to --sources pld (with --sources recycle the suffix automaton proposes the context's continuations)")
         for method in methods:
             variant = method.partition(":")[2]
+            if merged and method.startswith("redrafter") and self.redrafter_tree(method) == "beam":
+                raise UserError("--sources recycle needs --tree dynamic (beams do not merge into a budgeted tree)")
             if variant and method.startswith("redrafter:") and self.tree not in (None, variant):
                 raise UserError(f"{method} contradicts --tree {self.tree}")
             if method == "redrafter":
@@ -243,6 +251,15 @@ class MethodOptions:
         if variant:
             return variant
         return self.tree or ("beam" if any(getattr(self, k) is not None for k in BEAM_ONLY) else "dynamic")
+
+    def head_sources(self, method: str) -> str:
+        """What joins a head's tree: --sources, else ``pld`` chains for beams or where --lookup is
+        given, else the default (:data:`HEAD_SOURCES`)."""
+        if self.sources is not None:
+            return self.sources
+        if self.lookup is not None or (method.startswith("redrafter") and self.redrafter_tree(method) == "beam"):
+            return "pld"
+        return HEAD_SOURCES
 
     def for_method(self, method: str) -> "MethodOptions":
         """These options less those that do not apply to ``method`` (bench runs several methods
@@ -281,13 +298,16 @@ class MethodOptions:
             return dict(kwargs, max_chain=self.num_draft) if self.num_draft is not None else kwargs
         if base == "eagle":  # EAGLE-2's dynamic tree only, sized by the budget unless --tree-size N
             size = self.tree_size
-            shape = dict(head_path=self.drafter, lookup=REDRAFTER_LOOKUP if self.lookup is None else self.lookup,
-                         topk=self.tree_topk, depth=self.tree_depth, num_nodes=None if size in (None, "auto") else size,
-                         budget=True if size in (None, "auto") else None)
+            shape = dict(head_path=self.drafter, sources=self.head_sources(method), topk=self.tree_topk, depth=self.tree_depth,
+                         num_nodes=None if size in (None, "auto") else size, budget=True if size in (None, "auto") else None)
+            if shape["sources"] == "pld":
+                shape["lookup"] = REDRAFTER_LOOKUP if self.lookup is None else self.lookup
             return {k: v for k, v in shape.items() if v is not None}
         if base == "redrafter":
-            tree = self.redrafter_tree(method)
-            shape = dict(head_path=self.drafter, tree=tree, lookup=REDRAFTER_LOOKUP if self.lookup is None else self.lookup)
+            tree, sources = self.redrafter_tree(method), self.head_sources(method)
+            shape = dict(head_path=self.drafter, sources=sources)
+            if sources == "pld":
+                shape.update(tree=tree, lookup=REDRAFTER_LOOKUP if self.lookup is None else self.lookup)
             if tree == "beam":
                 shape.update(beam_width=self.beam_width, beam_length=self.beam_length)
             else:

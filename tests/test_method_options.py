@@ -13,7 +13,7 @@ from mlx_specdec.method_options import MethodOptions
 
 def test_every_field_is_a_flag_of_every_decoding_command():
     fields = [f.name for f in MethodOptions.fields()]
-    assert len(fields) == 18  # 13 + triforce's --budget, --chunk, --sinks, --gamma2, --bottom
+    assert len(fields) == 19  # 14 + triforce's --budget, --chunk, --sinks, --gamma2, --bottom
     for command in (generate, chat, bench):
         params = inspect.signature(command).parameters
         assert set(fields) <= params.keys() and "method_options" not in params, command.__name__
@@ -57,8 +57,8 @@ def test_several_methods_share_one_set_of_options():
     with pytest.raises(UserError, match="--beam-width does not apply"):
         o.check("ar", "pld")
     assert o.for_method("pld").given() == {"num_draft": 3}
-    assert o.for_method("redrafter:beam").drafter_kwargs("redrafter:beam") == {"tree": "beam", "lookup": 2, "beam_width": 2}
-    assert o.for_method("redrafter:dynamic").drafter_kwargs("redrafter:dynamic") == {"tree": "dynamic", "lookup": 2, "depth": 4, "budget": True}
+    assert o.for_method("redrafter:beam").drafter_kwargs("redrafter:beam") == {"sources": "pld", "tree": "beam", "lookup": 2, "beam_width": 2}
+    assert o.for_method("redrafter:dynamic").drafter_kwargs("redrafter:dynamic") == {"sources": "recycle", "depth": 4, "budget": True}
     with pytest.raises(UserError, match="redrafter:beam contradicts --tree dynamic"):
         MethodOptions(tree="dynamic").check("redrafter:beam")
 
@@ -87,3 +87,18 @@ def test_a_request_dict_gives_a_drafter():
     body = {"method": "pld", "num_draft": 3, "messages": [], "temperature": 0.5}
     options = MethodOptions.from_dict({k: v for k, v in body.items() if k in MethodOptions.names()}, method=body["method"])
     assert make_drafter("pld", **options.drafter_kwargs("pld")).num_draft == 3
+
+
+def test_head_sources_default_and_conflicts():
+    assert MethodOptions().drafter_kwargs("eagle") == {"sources": "recycle", "budget": True}
+    assert MethodOptions.from_dict({"lookup": 1}).drafter_kwargs("eagle") == {"sources": "pld", "lookup": 1, "budget": True}
+    assert MethodOptions.from_dict({"sources": "pld"}).drafter_kwargs("redrafter")["lookup"] == 2
+    assert MethodOptions.from_dict({"tree": "beam"}).head_sources("redrafter") == "pld"  # beams keep their chains
+    with pytest.raises(UserError, match="--lookup applies to --sources pld"):
+        MethodOptions.from_dict({"sources": "recycle", "lookup": 2}, method="redrafter")
+    with pytest.raises(UserError, match="--sources recycle needs --tree dynamic"):
+        MethodOptions.from_dict({"sources": "recycle", "tree": "beam"}, method="redrafter")
+    with pytest.raises(UserError, match="--sources must be one of recycle, pld"):
+        MethodOptions.from_dict({"sources": "table"}, method="eagle")
+    with pytest.raises(UserError, match="does not apply to --method recycle"):
+        MethodOptions.from_dict({"sources": "pld"}, method="recycle")

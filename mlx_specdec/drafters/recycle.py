@@ -344,3 +344,19 @@ def make_recycle(target=None, vocab_size: int | None = None, budget=True, **opti
 
         budget = TreeBudget.for_target(target, max_nodes=24)
     return Recycle(vocab_size, budget=budget, **options)
+
+
+HEAD_SHAPE = dict(topk=4, depth=4)  # the head's search inside a merged tree (its default cut by the budget)
+
+
+def with_head(target, make_head, budget, options: dict) -> Recycle:
+    """``recycle`` with a trained head as its third source: ``make_head(topk=, depth=)`` builds the
+    head's drafter (no budget, no lookup: the merged tree has both); ``budget`` (True: the device's
+    cost table) or ``options["num_nodes"]`` sizes the merged tree. ``options``: the head method's
+    tree options (``topk``, ``depth``, ``num_nodes``)."""
+    shape = {k: options.get(k, v) for k, v in HEAD_SHAPE.items()}
+    unknown = set(options) - {"topk", "depth", "num_nodes"}
+    if unknown:
+        raise TypeError(f"options a merged tree does not take: {sorted(unknown)}")
+    num_nodes = options.get("num_nodes")
+    return make_recycle(target, budget=budget if num_nodes is None else None, num_nodes=num_nodes, head=make_head(**shape))

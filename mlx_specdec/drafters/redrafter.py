@@ -281,10 +281,12 @@ def find_shipped_head(target):
     return None
 
 
-def make_redrafter(target, head_path=None, budget=None, **options) -> ReDrafter:
+def make_redrafter(target, head_path=None, budget=None, sources: str = "pld", **options):
     """A ReDrafter for ``target`` with the head at ``head_path`` (default: the shipped head for it).
 
     ``budget``: None, a TreeBudget, or True to measure/load the per-device cost table.
+    ``sources="recycle"``: the head's dynamic tree becomes a source of ``recycle``'s merged tree
+    (:func:`~.recycle.with_head`); ``"pld"``: ``lookup`` prompt-lookup chains join the head's tree.
     """
     from .redrafter_head import load_head
 
@@ -296,6 +298,10 @@ def make_redrafter(target, head_path=None, budget=None, **options) -> ReDrafter:
             raise UserError(
                 "no shipped ReDrafter head fits this model; train one with `mlx-specdec train-drafter` and pass --drafter PATH"
             )
+    if sources == "recycle":
+        from .recycle import with_head
+
+        return with_head(target, lambda **shape: ReDrafter(target, load_head(head_path, target), tree="dynamic", **shape), budget, options)
     if budget is True:
         from .tree_budget import TreeBudget
 
