@@ -53,7 +53,6 @@ MATCH_BUCKETS = (1, 2, 3, 5, 9, 17)  # match length lower bounds: 1, 2, 3-4, 5-8
 MATCH_PRIOR = (0.2, 0.35, 0.5, 0.65, 0.75, 0.85)  # acceptance per node before any evidence
 PROB_BINS = np.array([0.0, 0.05, 0.15, 0.3, 0.5, 0.7, 0.9])  # table probability bin lower bounds
 PRIOR_TRIALS = 4.0
-LUCK_BINS = np.array([0.0, 1.0, 2.0])  # Gumbel noise bins: below 0 (37% of draws), 0-1 (32%), 1-2 (18%), 2+ (13%)
 HEAD_EXPLORE = 8  # every 8th step with a head tries the arm (head or none) that measures slower
 HEAD_RATE_WEIGHT = 0.2  # weight of the newest step in the running tokens/s per arm
 HEAD_PRIOR = 0.8  # a head node's acceptance before any evidence: this share of its draft probability
@@ -213,24 +212,12 @@ class Recycle:
             return
         bucket = _bucket(length)
         longest = self.max_chain if self.max_depth is None else min(self.max_chain, self.max_depth)
-        root_position = len(self.sam.history) - 1
         for rank, chain in enumerate(self.sam.continuations(longest, self.branches)):
             node, value = 0, 1.0
-            luck = self._luck(chain, root_position) if self.noise is not None else None
             for d, token in enumerate(chain, start=1):
                 key = ("ctx", self._hot, min(d, 8), bucket, min(rank, 1))
-                if luck is not None:
-                    key += (int(luck[d - 1]),)
                 value *= self.stats.rate(key, MATCH_PRIOR[bucket])
                 node = cands.add(node, token, value, key)
-
-    def _luck(self, chain: list[int], root_position: int) -> np.ndarray:
-        """Sampling: the bin of each chained token's own noise at its position (the target samples
-        ``argmax(log p / T + noise)``, so a token whose noise is high wins more often at the same
-        p: with p = 0.6 it wins 16% of the time at noise -1, 51% at 0 and 78% at 1). Known before
-        the forward, so the measured acceptance is kept per bin and chains stop where luck is bad."""
-        noise = np.array([self.noise.at(root_position + d, [t])[0] for d, t in enumerate(chain, start=1)])
-        return np.searchsorted(LUCK_BINS, noise, side="right")
 
     def _table_candidates(self, cands: Candidates, floor: float) -> None:
         """Best-first growth from the root: expand the most probable frontier node into its row."""
