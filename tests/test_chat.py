@@ -263,12 +263,8 @@ def test_piped_input_answers_and_exits_0(model_dir, env):
     assert "resumed" in shown and "2 messages" in shown and "session statistics" in shown
 
 
-def test_default_method_is_recycle_on_a_cpu_and_redrafter_on_a_gpu_with_a_head():
+def test_default_method_is_redrafter_where_a_head_ships_else_recycle():
     from mlx_specdec.drafters import default_method
 
-    def unavailable_on_cpu():
-        raise AssertionError("on a CPU the head is not even loaded")
-
-    assert default_method(False, unavailable_on_cpu) == "recycle"
-    assert default_method(True, lambda: True) == "redrafter"
-    assert default_method(True, lambda: False) == "recycle"
+    assert default_method(lambda: True) == "redrafter"
+    assert default_method(lambda: False) == "recycle"

@@ -40,7 +40,7 @@ HELP = """[bold]/help[/]              this list
 @opts.with_method_options
 def chat(
     model: opts.Model = None,
-    method: Optional[str] = typer.Option(None, "--method", help="Decoding method: ar, pld, draft-model, lookahead, recycle, triforce, redrafter, eagle (default: redrafter on a GPU when a head ships for the model, else recycle, the fastest measured on a CPU)."),
+    method: Optional[str] = typer.Option(None, "--method", help="Decoding method: ar, pld, draft-model, lookahead, recycle, triforce, redrafter, eagle (default: redrafter when a head ships for the model, its tree merged with recycle's, the fastest measured; else recycle)."),
     max_tokens: Optional[int] = typer.Option(None, "--max-tokens", min=1, help="Longest answer in tokens (default 512)."),
     temp: Optional[float] = typer.Option(None, "--temp", help="Sampling temperature; 0 = greedy (the default)."),
     top_p: Optional[float] = typer.Option(None, "--top-p", help="Nucleus sampling: keep the most likely tokens up to this mass."),
@@ -79,11 +79,9 @@ def chat(
     drafters = Drafters(loaded, engine, method_options)
     name = method or (settings["method"] if conversation.messages and drafters.available(settings["method"]) else None)
     if name is None:
-        import mlx.core as mx
-
         from ..drafters import default_method
 
-        name = default_method(mx.default_device().type == mx.DeviceType.gpu, lambda: drafters.available("redrafter"))
+        name = default_method(lambda: drafters.available("redrafter"))
     method_options.check(*METHODS)  # only redrafter's tree shapes can contradict each other here
     unused = method_options.given().keys() - method_options.for_method(name).given().keys()
     if unused:  # kept for /method: the chat can switch methods

@@ -43,12 +43,9 @@ def generate(
     params = SamplingParams(temperature=temp, top_p=top_p, top_k=top_k, min_p=min_p, seed=seed)
     loaded = load_target(model, dtype)
     if method is None:
-        import mlx.core as mx
-
         from ..drafters import default_method
 
-        on_gpu = mx.default_device().type == mx.DeviceType.gpu
-        method = default_method(on_gpu, lambda: _redrafter_ships(loaded))
+        method = default_method(lambda: _redrafter_ships(loaded))
     method_options.check(method)
     draft = build_drafter(method, loaded, params, method_options)
     if raw:

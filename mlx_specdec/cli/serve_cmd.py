@@ -16,7 +16,7 @@ from .common import build_drafter, console, load_target
 @opts.with_method_options
 def serve(
     model: opts.Model = None,
-    method: Optional[str] = typer.Option(None, "--method", help="Default decoding method: ar, pld, draft-model, lookahead, recycle, redrafter, eagle, triforce (default: as chat: recycle on a CPU); a request may pick another with its \"method\" field."),
+    method: Optional[str] = typer.Option(None, "--method", help="Default decoding method: ar, pld, draft-model, lookahead, recycle, redrafter, eagle, triforce (default: as chat: redrafter when a head ships for the model, else recycle); a request may pick another with its \"method\" field."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (127.0.0.1: this machine only; 0.0.0.0: every interface)."),
     port: int = typer.Option(8080, "--port", min=0, max=65535, help="TCP port (0: a free one)."),
     api_key: Optional[str] = typer.Option(None, "--api-key", envvar="MLX_SPECDEC_API_KEY", help="Require 'Authorization: Bearer KEY' on /v1 (also from $MLX_SPECDEC_API_KEY)."),
@@ -31,7 +31,6 @@ def serve(
     method_options: MethodOptions,
 ):
     """Serve the model over an OpenAI-compatible HTTP API (/v1/chat/completions, /v1/completions, /v1/models, /health)."""
-    import mlx.core as mx
 
     from ..drafters import METHODS, default_method
     from ..errors import UserError
@@ -55,7 +54,7 @@ def serve(
         except (UserError, ImportError, KeyError):
             return False
 
-    method = method or default_method(mx.default_device().type == mx.DeviceType.gpu, lambda: available("redrafter"))
+    method = method or default_method(lambda: available("redrafter"))
     method_options.check(method)
     engine = Engine(loaded, make_drafter, method, options, temp, top_p, top_k, max_tokens, model_name)
     make_drafter(method, params, options)  # bad startup options fail here; a redrafter head measures its cost now
