@@ -451,8 +451,8 @@ class AlternatingRecycle(Recycle):
     """recycle whose head runs every other step (what its speed comparison may choose)."""
 
     def _head_pays(self):
-        self._head_steps += 1
-        return self._head_steps % 2 == 1
+        self.arm.steps += 1
+        return self.arm.steps % 2 == 1
 
 
 def test_recycle_with_an_eagle_head_equals_ar_and_keeps_the_head_cache_right():

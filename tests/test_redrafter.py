@@ -456,8 +456,8 @@ def test_recycle_with_the_head_as_a_source_equals_ar(trained):
 
     class Alternating(Recycle):
         def _head_pays(self):
-            self._head_steps += 1
-            return self._head_steps % 2 == 1
+            self.arm.steps += 1
+            return self.arm.steps % 2 == 1
 
     target, work, *_ = trained
     head = load_head(work / "head", target)
@@ -481,13 +481,14 @@ def test_recycle_with_the_head_as_a_source_equals_ar(trained):
 
 def test_the_head_runs_where_its_steps_measure_faster():
     """With both arms measured, the faster one runs, and every 8th step tries the other."""
-    from mlx_specdec.drafters.recycle import HEAD_EXPLORE, Recycle
+    from mlx_specdec.drafters.head_source import HEAD_EXPLORE
+    from mlx_specdec.drafters.recycle import Recycle
 
     drafter = Recycle(10, num_nodes=2, head=object())
     assert drafter._head_pays() is True  # nothing measured: try the head first
-    drafter.head_rate[(False, True)] = 20.0
+    drafter.arm.rate[(False, True)] = 20.0
     assert drafter._head_pays() is False  # then the steps without it
-    drafter.head_rate[(False, False)] = 25.0
+    drafter.arm.rate[(False, False)] = 25.0
     runs = [drafter._head_pays() for _ in range(2 * HEAD_EXPLORE)]
     assert runs.count(True) == 2 and runs.count(False) == 2 * HEAD_EXPLORE - 2
     drafter._hot = True  # a copy in progress is judged on its own measurements

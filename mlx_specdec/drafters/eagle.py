@@ -195,7 +195,7 @@ def make_eagle(target, head_path=None, budget=None, sources: str = "pld", **opti
     """An EAGLE drafter for ``target`` with the EAGLE-3 head directory at ``head_path`` (default:
     the shipped one). ``budget``: None, a TreeBudget, or True (the per-device cost table).
     ``sources="recycle"``: the head's tree becomes a source of ``recycle``'s merged tree
-    (:func:`~.recycle.with_head`); ``"pld"``: ``lookup`` prompt-lookup chains join the head's tree."""
+    (:func:`~.head_source.with_head`); ``"pld"``: ``lookup`` prompt-lookup chains join the head's tree."""
     from .eagle3_head import load_eagle3_head
 
     if target is None:
@@ -205,9 +205,9 @@ def make_eagle(target, head_path=None, budget=None, sources: str = "pld", **opti
         if head_path is None:
             raise UserError("no shipped EAGLE-3 head fits this model; train one with `mlx-specdec train-drafter --arch eagle3` and pass --drafter PATH")
     if sources == "recycle":
-        from .recycle import with_head
+        from .head_source import with_head
 
-        return with_head(target, lambda **shape: Eagle(target, load_eagle3_head(head_path, target), **shape), budget, options)
+        return with_head(target, lambda **shape: Eagle(target, load_eagle3_head(head_path, target), **shape), budget, **options)
     if budget is True:
         from .tree_budget import TreeBudget
 

@@ -47,14 +47,13 @@ import numpy as np
 
 from ..tree import Tree
 from .adjacency import AdjacencyTable
+from .head_source import HeadArm
 from .suffix_automaton import SuffixAutomaton
 
 MATCH_BUCKETS = (1, 2, 3, 5, 9, 17)  # match length lower bounds: 1, 2, 3-4, 5-8, 9-16, 17+
 MATCH_PRIOR = (0.2, 0.35, 0.5, 0.65, 0.75, 0.85)  # acceptance per node before any evidence
 PROB_BINS = np.array([0.0, 0.05, 0.15, 0.3, 0.5, 0.7, 0.9])  # table probability bin lower bounds
 PRIOR_TRIALS = 4.0
-HEAD_EXPLORE = 8  # every 8th step with a head tries the arm (head or none) that measures slower
-HEAD_RATE_WEIGHT = 0.2  # weight of the newest step in the running tokens/s per arm
 HEAD_PRIOR = 0.8  # a head node's acceptance before any evidence: this share of its draft probability
 
 
@@ -178,8 +177,8 @@ class Recycle:
         self._ids = np.zeros(1, dtype=np.int64)
         self._hot = False  # the last step accepted two or more context-chain tokens (a copy in progress)
         self.noise, self.temperature = None, 1.0  # sampling: the loop's noise (see couple)
-        self.head_rate: dict[tuple[bool, bool], float] = {}  # (copy in progress, head ran) -> tokens/s, running
-        self._with_head, self._step_started, self._head_steps = False, 0.0, 0
+        self.arm = HeadArm()  # whether the head runs this step (head_source.py)
+        self._with_head, self._step_started = False, 0.0
 
     def couple(self, noise, params) -> None:
         """Sampling (``noise`` is the loop's :class:`~..sampling.Noise`; None when greedy): the
@@ -261,16 +260,7 @@ class Recycle:
             node_of[i] = cands.add(above, token, value, key)
 
     def _head_pays(self) -> bool:
-        """Run the head this step? The one of "with" and "without" with the higher running tokens
-        per second of whole steps (draft, forward, commit: the head's search costs a fraction of a
-        forward on a CPU), kept apart for copy-in-progress steps, where the context chains alone
-        often do best; every ``HEAD_EXPLORE``-th step takes the other one to keep both current."""
-        self._head_steps += 1
-        with_, without = self.head_rate.get((self._hot, True)), self.head_rate.get((self._hot, False))
-        if with_ is None or without is None:
-            return with_ is None
-        best = with_ >= without
-        return (not best) if self._head_steps % HEAD_EXPLORE == 0 else best
+        return self.arm.choose(self._hot)
 
     def propose(self, root: int) -> Tree:
         t0 = self._step_started = time.perf_counter()
@@ -318,9 +308,7 @@ class Recycle:
         self.sam.extend_all(tree.tokens[path[1:]].tolist())
         now = time.perf_counter()
         if self.head is not None:
-            key, rate = (hot_before, self._with_head), len(path) / max(now - self._step_started, 1e-9)
-            old = self.head_rate.get(key)
-            self.head_rate[key] = rate if old is None else (1 - HEAD_RATE_WEIGHT) * old + HEAD_RATE_WEIGHT * rate
+            self.arm.observe(hot_before, self._with_head, len(path), now - self._step_started)
         spent = self._t_propose + now - t0
         self.overhead_s = spent if not self.overhead_s else 0.9 * self.overhead_s + 0.1 * spent
 
@@ -345,18 +333,3 @@ def make_recycle(target=None, vocab_size: int | None = None, budget=True, **opti
         budget = TreeBudget.for_target(target, max_nodes=24)
     return Recycle(vocab_size, budget=budget, **options)
 
-
-HEAD_SHAPE = dict(topk=3, depth=3)  # the head's search inside a merged tree: measured fastest of 2-4 x 3-5 with the shipped head (README)
-
-
-def with_head(target, make_head, budget, options: dict) -> Recycle:
-    """``recycle`` with a trained head as its third source: ``make_head(topk=, depth=)`` builds the
-    head's drafter (no budget, no lookup: the merged tree has both); ``budget`` (True: the device's
-    cost table) or ``options["num_nodes"]`` sizes the merged tree. ``options``: the head method's
-    tree options (``topk``, ``depth``, ``num_nodes``)."""
-    shape = {k: options.get(k, v) for k, v in HEAD_SHAPE.items()}
-    unknown = set(options) - {"topk", "depth", "num_nodes"}
-    if unknown:
-        raise TypeError(f"options a merged tree does not take: {sorted(unknown)}")
-    num_nodes = options.get("num_nodes")
-    return make_recycle(target, budget=budget if num_nodes is None else None, num_nodes=num_nodes, head=make_head(**shape))

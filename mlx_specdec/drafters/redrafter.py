@@ -286,7 +286,7 @@ def make_redrafter(target, head_path=None, budget=None, sources: str = "pld", **
 
     ``budget``: None, a TreeBudget, or True to measure/load the per-device cost table.
     ``sources="recycle"``: the head's dynamic tree becomes a source of ``recycle``'s merged tree
-    (:func:`~.recycle.with_head`); ``"pld"``: ``lookup`` prompt-lookup chains join the head's tree.
+    (:func:`~.head_source.with_head`); ``"pld"``: ``lookup`` prompt-lookup chains join the head's tree.
     """
     from .redrafter_head import load_head
 
@@ -299,9 +299,9 @@ def make_redrafter(target, head_path=None, budget=None, sources: str = "pld", **
                 "no shipped ReDrafter head fits this model; train one with `mlx-specdec train-drafter` and pass --drafter PATH"
             )
     if sources == "recycle":
-        from .recycle import with_head
+        from .head_source import with_head
 
-        return with_head(target, lambda **shape: ReDrafter(target, load_head(head_path, target), tree="dynamic", **shape), budget, options)
+        return with_head(target, lambda **shape: ReDrafter(target, load_head(head_path, target), tree="dynamic", **shape), budget, **options)
     if budget is True:
         from .tree_budget import TreeBudget
 
