@@ -18,6 +18,7 @@ import mlx.core as mx
 from mlx.utils import tree_map
 
 from ..errors import UserError
+from . import row_padding
 from .mlx_lm_adapter import Target
 
 
@@ -111,4 +112,6 @@ def load_model(path: str | Path, dtype: mx.Dtype | None = None) -> tuple[Target,
         module.update(tree_map(cast, module.parameters()))
     mx.eval(module.parameters())
     module.eval()
+    if row_padding.applies(target):
+        row_padding.install(target, row_padding.cached_plan(target))
     return target, config

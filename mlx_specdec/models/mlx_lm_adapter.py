@@ -35,7 +35,7 @@ import mlx.nn as nn
 
 from ..errors import UserError
 from ..layer_cache import ForwardPlan
-from . import cpu_attention
+from . import cpu_attention, cpu_swiglu
 
 _EMBED_NAMES = ("embed_tokens", "wte", "tok_embeddings", "word_embeddings", "embedding")
 
@@ -103,6 +103,7 @@ class _Hooks:
         self.hidden: mx.array | None = None  # the backbone's last output
         self.taps: dict[int, mx.array] | None = None  # layer index -> residual stream entering it
         self.rotated: list[mx.array] | None = None  # RoPE outputs since the last cache write (reads_queries caches)
+        self.pad_rows: int | None = None  # Linear inputs padded to this many rows (row_padding.py)
 
     def take_query(self, keys: mx.array) -> mx.array | None:
         """The rotated queries (B, H, N, hd) of the layer about to write ``keys``: its RoPE output
@@ -192,6 +193,7 @@ class Target:
         model_type = config.get("model_type")
         self.windows = check_rollback(model, model_type)
         self.module = model
+        self.row_plan: dict[int, int] = {}  # tokens in a forward -> rows its Linears run at (row_padding.py)
         self._hooks = hooks = _Hooks()
         self.backbone = self._find_backbone(model)
         ropes = _rope_modules(model)
@@ -215,6 +217,7 @@ class Target:
         self.args = TargetArgs(model.args, config, len(model.layers), tied=self.lm_head is None)
         if os.environ.get("MLX_SPECDEC_ATTENTION") != "mlx":  # "mlx": keep mlx-lm's sdpa (to compare)
             cpu_attention.install(model)
+            cpu_swiglu.install(model)
 
     @staticmethod
     def _find_backbone(model: nn.Module) -> nn.Module:
@@ -275,12 +278,14 @@ class Target:
         elif mask is not None or positions is not None:
             raise ValueError("a tree mask or positions need a cache")
         hooks.positions = positions if cache is not None else None
+        hooks.pad_rows = self.row_plan.get(n) if cache is not None and tokens.shape[0] == 1 else None
         hooks.taps = {i: None for i in taps} if taps is not None else None
         try:
-            logits = self.module(tokens, cache=views)
+            with cpu_swiglu.active():
+                logits = self.module(tokens, cache=views)
             hidden, tapped = hooks.hidden, hooks.taps
         finally:
-            hooks.positions, hooks.hidden, hooks.taps, hooks.rotated = None, None, None, None
+            hooks.positions, hooks.hidden, hooks.taps, hooks.rotated, hooks.pad_rows = None, None, None, None, None
         if cache is not None:
             cache.advance(n)
         return logits, hidden, tapped
