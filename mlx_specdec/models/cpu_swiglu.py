@@ -6,7 +6,7 @@ tree verify of 16 tokens through SmolLM2-135M's 30 layers evaluates 16 x 1,536 x
 them: 10.4 ms here against 2.7 ms (``silu(g) = g / (1 + 2^(-g log2 e))``).
 
 Exact up to float32 rounding (max relative difference 3e-7 against mlx-lm's on 737 K normal
-values; infinities give silu's limits: g = -inf -> -0, g = +inf -> +inf). Every method, ``ar``
+values; at g = +inf it gives +inf and at g = -inf NaN, as mlx-lm's does). Every method, ``ar``
 included, runs the same MLP, so greedy equality with ``ar`` is unaffected.
 
 Used only inside the app's own forwards (:func:`active`, set by the target's forward), on the CPU,
