@@ -100,3 +100,12 @@ def test_plan_is_measured_once_and_cached(tmp_path):
     saved["plan"] = {"5": 9}
     files[0].write_text(json.dumps(saved))
     assert row_padding.cached_plan(target, store=tmp_path) == {5: 9}  # read, not measured again
+
+
+def test_applies_only_to_float32_unquantized_models():
+    import mlx.nn as nn
+
+    target = tiny_model("llama", seed=0)
+    assert row_padding.applies(target)
+    nn.quantize(target.module, group_size=32, bits=8)
+    assert not row_padding.applies(target)

@@ -90,8 +90,10 @@ def measure_row_costs(target, max_rows: int = MAX_ROWS, repeats: int = 4) -> dic
 
 
 def applies(target) -> bool:
-    """Row padding is measured and used on the CPU, float32 weights only."""
-    return mx.default_device() == mx.cpu and target.embed(mx.array([0])).dtype == mx.float32
+    """Row padding is measured and used on the CPU, for float32 weights that are not quantized."""
+    quantized = (nn.QuantizedLinear, nn.QuantizedEmbedding)
+    return (mx.default_device() == mx.cpu and target.embed(mx.array([0])).dtype == mx.float32
+            and not any(isinstance(m, quantized) for _, m in target.module.named_modules()))
 
 
 def cached_plan(target, store: Path | None = None) -> dict[int, int]:
