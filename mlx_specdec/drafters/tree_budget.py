@@ -17,10 +17,12 @@ rank <= m), so every ``explore_every``-th step drafts a larger tree (twice the b
 
     argmax_m  (1 + accepted(m)) / (forward_s(1 + lookup_nodes + m) + (draft_s if m > 0 else 0))
 
-Padding: the timed curve is not monotone (2-core CPU, OpenBLAS: 12 tokens 123 ms, 16 tokens 88 ms;
-its small matrix products run a slower kernel below 16 rows), so a tree of 9 to 15 tokens runs
-padded to 16 (:meth:`TreeBudget.pad`: root copies that see only the cache and themselves), and
-every choice here reads :meth:`TreeBudget.costs`, the cost after padding.
+Padding: the timed curve need not be monotone (2-core CPU, OpenBLAS, before the Linears' own row
+padding of ``models/row_padding.py``: 12 tokens 123 ms, 16 tokens 88 ms; its small matrix products
+run a slower kernel below 16 rows), so where a larger size is timed cheaper a tree runs padded to
+it (:meth:`TreeBudget.pad`: root copies that see only the cache and themselves), and every choice
+here reads :meth:`TreeBudget.costs`, the cost after padding. With row padding the matrix products
+no longer need it, and the curve is nearly flat from 5 to 16 tokens (74 ms, against 46 for one).
 
 m = 0 means "no head this step": no draft search, only the free chains (or plain decoding). So
 where the head does not pay for its draft and its tree (a slow CPU), ReDrafter falls back to what
