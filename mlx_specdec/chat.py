@@ -18,10 +18,8 @@ the rendered text and the cache keeps whatever prefix still matches.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -32,6 +30,7 @@ from .errors import UserError
 from .generate import Session, Step
 from .sampling import SamplingParams
 from .stats import RunStats
+from .store import write_json_atomic
 from .textgen import Generation, stream_text
 
 ROLES = ("system", "user", "assistant")
@@ -59,25 +58,6 @@ def new_history_path() -> Path:
 def latest_history() -> Path | None:
     files = list(history_dir().glob("*.json")) if history_dir().is_dir() else []
     return max(files, key=lambda p: p.stat().st_mtime, default=None)
-
-
-def write_json_atomic(path: Path, data: dict, create_folder: bool = True) -> None:
-    """Write to a temporary file in the same folder, then rename: a kill leaves the old or the new file.
-    The folder is created when missing, unless ``create_folder`` is False (then it is an error)."""
-    if not create_folder and not path.parent.is_dir():
-        raise UserError(f"cannot save to {path}: the folder {path.parent} does not exist")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, ensure_ascii=False, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 @dataclass

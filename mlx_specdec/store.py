@@ -28,6 +28,7 @@ Everything is written to a hidden temporary folder in the store and renamed into
 interrupted or failed pull (a wrong checksum) never leaves a half-written model behind.
 """
 
+import contextlib
 import hashlib
 import json
 import os
@@ -130,6 +131,41 @@ REGISTRY = {
         parameters=268098176,
     ),
 }
+
+
+def write_json_atomic(path: Path, data: dict, create_folder: bool = True) -> None:
+    """Write to a temporary file in the same folder, then rename: a kill leaves the old or the new file.
+    The folder is created when missing, unless ``create_folder`` is False (then it is an error)."""
+    if not create_folder and not path.parent.is_dir():
+        raise UserError(f"cannot save to {path}: the folder {path.parent} does not exist")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f, ensure_ascii=False, indent=1)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def measured_once(path: Path, measure, read):
+    """A per-device measurement cached as JSON at ``path``: ``read(saved)`` of the file when it
+    reads, else ``measure()`` (a JSON-able dict), written there atomically, and ``read`` of that.
+    A read-only store measures again next time."""
+    try:
+        return read(json.loads(path.read_text()))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        pass
+    saved = measure()
+    with contextlib.suppress(OSError):
+        write_json_atomic(path, saved)
+    return read(saved)
+
+
 
 
 def models_home() -> Path:

@@ -51,6 +51,12 @@ COSTS_VERSION = "tree-v5"  # v1 timed the causal chain path at 128 tokens; v2 ke
 
 
 def cost_key(target) -> str:
+    """The name of this (model, dtype, device, BLAS and threads)'s cost table."""
+    return f"{machine_key(target)}-{COSTS_VERSION}"
+
+
+def machine_key(target) -> str:
+    """What a forward's speed depends on: model, dtype, device, BLAS and its threads (no version)."""
     from ..platform_setup import blas_in_use
     from .redrafter_head import target_fingerprint
 
@@ -62,7 +68,7 @@ def cost_key(target) -> str:
     if blas == "openblas":  # the cost of a wide forward depends on how many threads share it
         blas += f"-{os.environ.get('OPENBLAS_NUM_THREADS') or 'all'}t"
     device = f"{mx.default_device()}-{platform.machine()}-{blas}".replace(" ", "").replace(",", "")
-    return f"{args.model_type}-{model_hash}-{dtype}-{device}-{COSTS_VERSION}".replace("(", "").replace(")", "")
+    return f"{args.model_type}-{model_hash}-{dtype}-{device}".replace("(", "").replace(")", "")
 
 
 def timing_tree(n: int) -> Tree:
@@ -107,27 +113,19 @@ def cached_forward_costs(target, store: Path | None = None) -> tuple[dict[int, f
     """The cost tables for this (model, dtype, device) behind SHORT_PAST and LONG_PAST cached
     tokens, measured on first use and cached as JSON. A model whose context is shorter than
     LONG_PAST + 32 gets no long table (empty)."""
-    if store is None:
-        from ..store import models_home
+    from ..store import measured_once, models_home
 
-        store = models_home()
-    path = Path(store) / ".tree-costs" / f"{cost_key(target)}.json"
-    try:
-        saved = json.loads(path.read_text())
+    def measure() -> dict:
+        context = getattr(target.args, "max_position_embeddings", None) or 0
+        long = measure_forward_costs(target, LONG_SIZES, past=LONG_PAST) if context >= LONG_PAST + max(LONG_SIZES) else {}
+        return {"key": cost_key(target), "past": [SHORT_PAST, LONG_PAST],
+                "forward_s": measure_forward_costs(target, past=SHORT_PAST), "long_forward_s": long}
+
+    def read(saved: dict):
         return tuple({int(k): float(v) for k, v in saved[name].items()} for name in ("forward_s", "long_forward_s"))
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        pass
-    short = measure_forward_costs(target, past=SHORT_PAST)
-    context = getattr(target.args, "max_position_embeddings", None) or 0
-    long = measure_forward_costs(target, LONG_SIZES, past=LONG_PAST) if context >= LONG_PAST + max(LONG_SIZES) else {}
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"key": cost_key(target), "past": [SHORT_PAST, LONG_PAST], "forward_s": short, "long_forward_s": long}, indent=1))
-        tmp.replace(path)
-    except OSError:
-        pass  # a read-only store: measure again next time
-    return short, long
+
+    path = Path(store if store is not None else models_home()) / ".tree-costs" / f"{cost_key(target)}.json"
+    return measured_once(path, measure, read)
 
 
 class TreeBudget:

@@ -20,14 +20,13 @@ between a one-token and an n-token forward).
 
 The plan (rows -> padded rows) is measured once per (model, dtype, device, BLAS and its threads)
 by timing the model's own Linear layers (:func:`measure_row_costs`), and cached as JSON next to
-the tree costs (``<models_home>/.tree-costs/<key>-rows.json``). Only forwards of fewer than
+the tree costs (``<models_home>/.tree-costs/<machine key>-rows-v1.json``). Only forwards of fewer than
 ``MAX_ROWS`` tokens are padded, on the CPU in float32 (GPU kernels and quantized products have no
 such cliffs measured).
 """
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -98,28 +97,15 @@ def applies(target) -> bool:
 
 def cached_plan(target, store: Path | None = None) -> dict[int, int]:
     """The row plan for this (model, dtype, device, BLAS), measured on first use and cached."""
-    from ..drafters.tree_budget import cost_key
+    from ..drafters.tree_budget import machine_key
+    from ..store import measured_once, models_home
 
-    if store is None:
-        from ..store import models_home
+    def measure() -> dict:
+        costs = measure_row_costs(target)
+        return {"row_costs_s": costs, "plan": plan_from_costs(costs)}
 
-        store = models_home()
-    path = Path(store) / ".tree-costs" / f"{cost_key(target)}-{PLAN_VERSION}.json"
-    try:
-        saved = json.loads(path.read_text())
-        return {int(k): int(v) for k, v in saved["plan"].items()}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        pass
-    costs = measure_row_costs(target)
-    plan = plan_from_costs(costs)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"row_costs_s": costs, "plan": plan}, indent=1))
-        tmp.replace(path)
-    except OSError:
-        pass  # a read-only store: measure again next time
-    return plan
+    path = Path(store if store is not None else models_home()) / ".tree-costs" / f"{machine_key(target)}-{PLAN_VERSION}.json"
+    return measured_once(path, measure, lambda saved: {int(k): int(v) for k, v in saved["plan"].items()})
 
 
 class _RowPadded:
@@ -131,7 +117,7 @@ class _RowPadded:
         if rows is None or x.ndim != 3 or x.shape[0] != 1 or x.shape[1] >= rows:
             return fn(x)
         n = x.shape[1]
-        return fn(mx.concatenate([x, mx.zeros((1, rows - n, x.shape[2]), x.dtype)], axis=1))[:, :n]
+        return fn(mx.pad(x, [(0, 0), (0, rows - n), (0, 0)]))[:, :n]
 
     def __call__(self, x, *args, **kwargs):
         if args or kwargs or not isinstance(self, nn.Linear):
