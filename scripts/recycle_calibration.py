@@ -54,7 +54,7 @@ def main():
         nodes += tree.num_nodes - 1
         for node in range(1, tree.num_nodes):
             cand = self._ids[node]
-            source = "ctx" if any(k[0] == "ctx" for k in self._candidates.keys[cand]) else "tab"
+            source = "ctx" if any(k[0][0] == "ctx" for k in self._candidates.keys[cand]) else "tab"
             totals[source][0] += self._candidates.values[cand]
             totals[source][1] += node in accepted
             totals[source][2] += 1

@@ -224,3 +224,25 @@ def test_the_cost_tables_are_timed_at_two_contexts_and_cached(tmp_path):
     assert cached_forward_costs(target, tmp_path) == (short, long)  # read back, not timed again
     small = tiny_model("llama", seed=2, max_position_embeddings=1024)
     assert cached_forward_costs(small, tmp_path)[1] == {}
+
+
+def test_rejected_short_matches_do_not_silence_long_ones():
+    """Evidence pools within a match-length bucket, never across buckets (their priors differ): a
+    session that starts with 30 rejected one-token matches still drafts a long copy."""
+    from mlx_specdec.sampling import SamplingParams
+
+    drafter = Recycle(100, budget=TreeBudget({1: 0.05, 2: 0.051, 4: 0.052, 8: 0.053}, max_nodes=8), table=False)
+    drafter.couple(None, SamplingParams())
+    drafter.num_nodes = 3  # draft whatever the estimates say, to gather the evidence
+    for i in range(30):
+        drafter.reset(list(range(20)), None)  # distinct tokens: the root (5) repeats one, a match of length 1
+        tree = drafter.propose(5)
+        assert drafter.sam.match_length == 1 and tree.tokens[1] == 6
+        drafter.commit(tree, [0], None, None)  # the target accepts none of it
+    assert drafter.stats.totals("ctx") == (0, 30)  # one depth-1 trial per step
+    drafter.num_nodes = None  # the budget decides again
+    drafter.reset(list(range(20)), None)
+    assert drafter.propose(5).num_nodes == 1  # measured useless: no more short matches
+    drafter.reset(list(range(50, 70)) + list(range(50, 60)), None)
+    tree = drafter.propose(60)  # the suffix 50..60 occurred before: a match of 11 tokens
+    assert drafter.sam.match_length == 11 and tree.num_nodes > 1 and tree.tokens[1] == 61

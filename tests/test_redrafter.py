@@ -470,7 +470,7 @@ def test_recycle_with_the_head_as_a_source_equals_ar(trained):
                 drafter = kind(vocab, num_nodes=6, head=ReDrafter(target, head, tree="dynamic", topk=3, depth=3))
                 got, steps = generate_ids(target, drafter, prompt, max_tokens)
                 assert got == expected, (kind.__name__, prompt, max_tokens)
-                head_accepted += drafter.stats.hits.get(("head",), 0)
+                head_accepted += drafter.stats.totals("head")[0]
         reference, _ = generate_ids(target, make_drafter("ar"), _prompts(7, 1)[0], 40)
         eos = [reference[12]]
         got, steps = generate_ids(target, kind(vocab, num_nodes=6, head=ReDrafter(target, head, tree="dynamic", topk=3, depth=3)),

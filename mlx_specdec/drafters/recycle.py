@@ -13,8 +13,13 @@ No weights, so it serves any model from its first prompt. Two sources propose ca
 Every candidate node gets an estimated probability of being accepted, the product along its path
 of conditional acceptance rates that are *measured* as the session runs (Beta counts, each node
 whose parent was accepted is one trial, pooled by key prefix: :class:`AcceptanceStats`): per
-(copy in progress, depth, match length, branch rank) for context chains, per (stored-probability
-bin, also proposed by a chain) for table nodes. A node both sources propose takes the higher
+(match length, copy in progress, depth, branch rank) for context chains, per (stored-probability
+bin, also proposed by a chain) for table nodes. A key's first element is the source with the
+feature its prior depends on (("ctx", match bucket), ("tab", probability bin)), so evidence never
+pools across priors: a session whose first prompt rejects every short match (match length 1-2)
+still drafts a long one (9+ tokens) at its own prior. Keyed by the source alone, the rejections
+of short matches pulled every key to ~0.003 and the drafter never drafted again that session
+(seen on the 13 first turns of the Spec-Bench dev split, writing first: greedy tau 1.01). A node both sources propose takes the higher
 estimate. Candidates are merged into one prefix tree (shared prefixes verified once), ranked by
 that estimate, and cut by :meth:`~.tree_budget.TreeBudget.best_cut`: expected accepted tokens
 (the sum of the kept nodes' estimates) per second of the timed forward for that many tokens plus
@@ -96,6 +101,11 @@ class AcceptanceStats:
                 hits, trials = hits - self.hits.get(key[: i + 1], 0.0), trials - self.trials.get(key[: i + 1], 0.0)
             mean = (hits + PRIOR_TRIALS * mean) / (trials + PRIOR_TRIALS)
         return mean
+
+    def totals(self, source: str) -> tuple[float, float]:
+        """(hits, trials) of every key of ``source`` ("ctx", "tab", "head")."""
+        firsts = [k for k in self.trials if len(k) == 1 and k[0][0] == source]
+        return sum(self.hits[k] for k in firsts), sum(self.trials[k] for k in firsts)
 
     def observe(self, key, accepted: bool) -> None:
         for i in range(1, len(key) + 1):
@@ -214,7 +224,7 @@ class Recycle:
         for rank, chain in enumerate(self.sam.continuations(longest, self.branches)):
             node, value = 0, 1.0
             for d, token in enumerate(chain, start=1):
-                key = ("ctx", self._hot, min(d, 8), bucket, min(rank, 1))
+                key = (("ctx", bucket), self._hot, min(d, 8), min(rank, 1))
                 value *= self.stats.rate(key, MATCH_PRIOR[bucket])
                 node = cands.add(node, token, value, key)
 
@@ -235,7 +245,7 @@ class Recycle:
             for rank, (token, p) in enumerate(zip(ids.tolist(), probs.tolist())):
                 shared = (node, token) in cands.children  # a context chain proposed it too: judged apart
                 bin_ = int(np.searchsorted(PROB_BINS, p, side="right")) - 1
-                key = ("tab", bin_, shared) if self.noise is None else ("tab", min(rank, 2), bin_, shared)
+                key = (("tab", bin_), shared) if self.noise is None else (("tab", bin_), min(rank, 2), shared)
                 value = -neg * self.stats.rate(key, 0.8 * p)
                 if value < floor:
                     if self.noise is None:
@@ -255,7 +265,7 @@ class Recycle:
             above = int(node_of[parent])
             q = float(np.exp(path_score[i] - path_score[parent]))
             shared = (above, token) in cands.children
-            key = ("head", int(np.searchsorted(PROB_BINS, q, side="right")) - 1, shared)
+            key = (("head", int(np.searchsorted(PROB_BINS, q, side="right")) - 1), shared)
             value = cands.values[above] * self.stats.rate(key, HEAD_PRIOR * q)
             node_of[i] = cands.add(above, token, value, key)
 
@@ -301,7 +311,7 @@ class Recycle:
             if int(tree.parents[node]) in accepted:
                 for key in cands.keys[ids[node]]:
                     self.stats.observe(key, node in accepted)
-        copied = sum(any(k[0] == "ctx" for k in cands.keys[ids[node]]) for node in path[1:])
+        copied = sum(any(k[0][0] == "ctx" for k in cands.keys[ids[node]]) for node in path[1:])
         hot_before, self._hot = self._hot, copied >= 2
         if self.table is not None:
             self.table.update(tree.tokens[: tree.num_nodes], logits, path)  # pads repeat the root
