@@ -227,8 +227,8 @@ def test_the_cost_tables_are_timed_at_two_contexts_and_cached(tmp_path):
 
 
 def test_rejected_short_matches_do_not_silence_long_ones():
-    """Evidence pools within a match-length bucket, never across buckets (their priors differ): a
-    session that starts with 30 rejected one-token matches still drafts a long copy."""
+    """Short (1-2 token) and long context matches pool their evidence apart: a session that starts
+    with 30 rejected one-token matches still drafts a long copy."""
     from mlx_specdec.sampling import SamplingParams
 
     drafter = Recycle(100, budget=TreeBudget({1: 0.05, 2: 0.051, 4: 0.052, 8: 0.053}, max_nodes=8), table=False)

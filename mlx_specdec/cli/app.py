@@ -9,8 +9,8 @@ import typer
 # Only what the README's Results measured (40 Spec-Bench prompts, 2-core CPU, float32, OpenBLAS).
 HELP = ("Lossless speculative decoding on MLX: the same tokens as plain decoding, faster where drafts are "
         "accepted. Measured on a 2-core CPU (float32): redrafter (the default where a head ships: its tree "
-        "merged with recycle's) 1.63x median over 40 Spec-Bench prompts, from 1.16x (rag) to 2.56x "
-        "(translation); recycle (no weights, any model) 1.56x; see the README's Results.")
+        "merged with recycle's) 1.72x median over 40 Spec-Bench prompts, from 1.18x (rag) to 3.04x "
+        "(extraction); recycle (no weights, any model) 1.59x; see the README's Results.")
 
 app = typer.Typer(
     name="mlx-specdec",

@@ -13,13 +13,16 @@ No weights, so it serves any model from its first prompt. Two sources propose ca
 Every candidate node gets an estimated probability of being accepted, the product along its path
 of conditional acceptance rates that are *measured* as the session runs (Beta counts, each node
 whose parent was accepted is one trial, pooled by key prefix: :class:`AcceptanceStats`): per
-(match length, copy in progress, depth, branch rank) for context chains, per (stored-probability
-bin, also proposed by a chain) for table nodes. A key's first element is the source with the
-feature its prior depends on (("ctx", match bucket), ("tab", probability bin)), so evidence never
-pools across priors: a session whose first prompt rejects every short match (match length 1-2)
-still drafts a long one (9+ tokens) at its own prior. Keyed by the source alone, the rejections
-of short matches pulled every key to ~0.003 and the drafter never drafted again that session
-(seen on the 13 first turns of the Spec-Bench dev split, writing first: greedy tau 1.01). A node both sources propose takes the higher
+(short or long match, copy in progress, depth, match length, branch rank) for context chains, per
+(stored-probability bin, also proposed by a chain) for table nodes. A key's first element is the
+source with the feature its prior depends on most (("ctx", 3+ token match), ("tab", probability
+bin)), so short matches (1-2 tokens, common and mostly wrong in free text) and long ones never
+pool their evidence: a session whose first prompt rejects every short match still drafts a long
+one. Keyed by the source alone, the rejections of short matches pulled every key
+to ~0.003 and the drafter never drafted again that session (seen on the 13 first turns of the
+Spec-Bench dev split, writing first: greedy tau 1.01); long matches of every length still pool
+(one key per match bucket measured tau 3.08, 1.09x over pld where the context repeats, against
+3.11 and 1.11x so). A node both sources propose takes the higher
 estimate. Candidates are merged into one prefix tree (shared prefixes verified once), ranked by
 that estimate, and cut by :meth:`~.tree_budget.TreeBudget.best_cut`: expected accepted tokens
 (the sum of the kept nodes' estimates) per second of the timed forward for that many tokens plus
@@ -59,6 +62,7 @@ MATCH_BUCKETS = (1, 2, 3, 5, 9, 17)  # match length lower bounds: 1, 2, 3-4, 5-8
 MATCH_PRIOR = (0.2, 0.35, 0.5, 0.65, 0.75, 0.85)  # acceptance per node before any evidence
 PROB_BINS = np.array([0.0, 0.05, 0.15, 0.3, 0.5, 0.7, 0.9])  # table probability bin lower bounds
 PRIOR_TRIALS = 4.0
+LONG_BUCKET = 2  # context matches of 3+ tokens pool their evidence apart from those of 1-2
 HEAD_PRIOR = 0.8  # a head node's acceptance before any evidence: this share of its draft probability
 
 
@@ -224,7 +228,7 @@ class Recycle:
         for rank, chain in enumerate(self.sam.continuations(longest, self.branches)):
             node, value = 0, 1.0
             for d, token in enumerate(chain, start=1):
-                key = (("ctx", bucket), self._hot, min(d, 8), min(rank, 1))
+                key = (("ctx", bucket >= LONG_BUCKET), self._hot, min(d, 8), bucket, min(rank, 1))
                 value *= self.stats.rate(key, MATCH_PRIOR[bucket])
                 node = cands.add(node, token, value, key)
 
