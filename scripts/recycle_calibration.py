@@ -30,7 +30,7 @@ def main():
     args = parser.parse_args()
     ensure_fast_blas()
     from mlx_specdec.drafters import make_drafter
-    from mlx_specdec.drafters.recycle import make_recycle, Recycle
+    from mlx_specdec.drafters.recycle import Recycle, key_source, make_recycle
     from mlx_specdec.drafters.tree_budget import TreeBudget
     from mlx_specdec.generate import Session
     from mlx_specdec.loader import load
@@ -54,7 +54,7 @@ def main():
         nodes += tree.num_nodes - 1
         for node in range(1, tree.num_nodes):
             cand = self._ids[node]
-            source = "ctx" if any(k[0][0] == "ctx" for k in self._candidates.keys[cand]) else "tab"
+            source = "ctx" if any(key_source(k) == "ctx" for k in self._candidates.keys[cand]) else "tab"
             totals[source][0] += self._candidates.values[cand]
             totals[source][1] += node in accepted
             totals[source][2] += 1

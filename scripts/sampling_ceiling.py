@@ -9,8 +9,8 @@ text every lossless method writes), then replays it and prints:
 - how often the target's sample equals its own argmax, by the argmax's probability (what a perfect
   greedy predictor would get accepted under sampling);
 - the share of positions whose sampled token is among the first 1 / 2 / 4 / 8 depth-1 guesses of
-  all the sources together: the suffix automaton's continuation (longest earlier match in the
-  text, up to 8 tokens), then the target's stored top-8 after the last 3, 2 or 1 tokens (the
+  all the sources together: the suffix automaton's continuation (recycle's, after the longest
+  earlier match in the text), then the target's stored top-8 after the last 3, 2 or 1 tokens (the
   longest context seen before: Token Recycling's table and its 2- and 3-token-context variants),
   ranked by ``log p / T + noise`` with top-p applied (aimed at the sample, as recycle does).
 
@@ -30,16 +30,6 @@ GUESSES = (1, 2, 4, 8)
 P_BINS = (0.0, 0.3, 0.5, 0.7, 0.9, 1.01)
 
 
-def longest_match_continuation(text: list[int], t: int, longest: int = 8) -> int | None:
-    """The token after the latest earlier occurrence of the longest suffix of ``text[:t]``."""
-    for length in range(min(longest, t - 1), 0, -1):
-        suffix = text[t - length : t]
-        for j in range(t - length - 1, -1, -1):
-            if text[j : j + length] == suffix:
-                return text[j + length]
-    return None
-
-
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--limit", type=int, default=13)
@@ -53,6 +43,7 @@ def main():
 
     from mlx_specdec.drafters import make_drafter
     from mlx_specdec.drafters.adjacency import top_k_rows_host
+    from mlx_specdec.drafters.suffix_automaton import SuffixAutomaton
     from mlx_specdec.generate import Session
     from mlx_specdec.loader import load
     from mlx_specdec.prompts import default_prompt_file, read_prompts, select
@@ -82,14 +73,12 @@ def main():
 
         for t in range(1, len(ids)):
             remember(t)
+        automaton = SuffixAutomaton(ids)
         for t in range(len(ids), len(text)):
             x = text[t]
             agree.append(int(top_ids[t - 1][0]) == x)
             top_p.append(float(top_probs[t - 1][0]))
-            guesses = []
-            copied = longest_match_continuation(text, t)
-            if copied is not None:
-                guesses.append(copied)
+            guesses = [chain[0] for chain in automaton.continuations(1)] if automaton.match_length else []
             row = next((tables[n][tuple(text[t - n : t])] for n in (3, 2, 1) if tuple(text[t - n : t]) in tables[n]), None)
             if row is not None:
                 row_ids, row_probs = row
@@ -105,6 +94,7 @@ def main():
             hits += [x in unique[:g] for g in GUESSES]
             positions += 1
             remember(t)
+            automaton.extend(x)
     agree, top_p = np.array(agree), np.array(top_p)
     print(f"{positions} positions; sample == argmax at {agree.mean():.3f}")
     for lo, hi in zip(P_BINS, P_BINS[1:]):

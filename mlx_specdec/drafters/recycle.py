@@ -20,9 +20,9 @@ bin)), so short matches (1-2 tokens, common and mostly wrong in free text) and l
 pool their evidence: a session whose first prompt rejects every short match still drafts a long
 one. Keyed by the source alone, the rejections of short matches pulled every key
 to ~0.003 and the drafter never drafted again that session (seen on the 13 first turns of the
-Spec-Bench dev split, writing first: greedy tau 1.01); long matches of every length still pool
-(one key per match bucket measured tau 3.08, 1.09x over pld where the context repeats, against
-3.11 and 1.11x so). A node both sources propose takes the higher
+Spec-Bench dev split, writing first: greedy tau 1.01). Long matches of every length still pool:
+one key per match bucket measured tau 3.08 and 1.09x over pld where the context repeats, against
+3.11 and 1.11x with them pooled. A node both sources propose takes the higher
 estimate. Candidates are merged into one prefix tree (shared prefixes verified once), ranked by
 that estimate, and cut by :meth:`~.tree_budget.TreeBudget.best_cut`: expected accepted tokens
 (the sum of the kept nodes' estimates) per second of the timed forward for that many tokens plus
@@ -64,6 +64,11 @@ PROB_BINS = np.array([0.0, 0.05, 0.15, 0.3, 0.5, 0.7, 0.9])  # table probability
 PRIOR_TRIALS = 4.0
 LONG_BUCKET = 2  # context matches of 3+ tokens pool their evidence apart from those of 1-2
 HEAD_PRIOR = 0.8  # a head node's acceptance before any evidence: this share of its draft probability
+
+
+def key_source(key) -> str:
+    """The source of an acceptance key: "ctx", "tab" or "head" (its first element leads with it)."""
+    return key[0][0]
 
 
 def _bucket(length: int) -> int:
@@ -108,7 +113,7 @@ class AcceptanceStats:
 
     def totals(self, source: str) -> tuple[float, float]:
         """(hits, trials) of every key of ``source`` ("ctx", "tab", "head")."""
-        firsts = [k for k in self.trials if len(k) == 1 and k[0][0] == source]
+        firsts = [k for k in self.trials if len(k) == 1 and key_source(k) == source]
         return sum(self.hits[k] for k in firsts), sum(self.trials[k] for k in firsts)
 
     def observe(self, key, accepted: bool) -> None:
@@ -315,7 +320,7 @@ class Recycle:
             if int(tree.parents[node]) in accepted:
                 for key in cands.keys[ids[node]]:
                     self.stats.observe(key, node in accepted)
-        copied = sum(any(k[0][0] == "ctx" for k in cands.keys[ids[node]]) for node in path[1:])
+        copied = sum(any(key_source(k) == "ctx" for k in cands.keys[ids[node]]) for node in path[1:])
         hot_before, self._hot = self._hot, copied >= 2
         if self.table is not None:
             self.table.update(tree.tokens[: tree.num_nodes], logits, path)  # pads repeat the root
