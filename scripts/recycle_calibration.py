@@ -5,14 +5,17 @@
 For every verified tree, each kept node's estimate (its probability of being accepted, the value
 the budget sums) is added to "predicted" of its source (ctx: an automaton chain proposed it; tab:
 only the Token Recycling table did), and 1 to "earned" when the node was accepted. Prints the
-totals per source, the mean tree size and a proxy speedup over ar from the budget's cost table
-(the forward sizes run plus the drafter's time, against one-token forwards); first turns only,
-the default model, greedy unless ``--temp`` is given.
+totals per source, a reliability table (mean estimate against the accepted share, by estimate),
+the mean tree size and a proxy speedup over ar from the budget's cost table (the forward sizes
+run plus the drafter's time, against one-token forwards); first turns only, the default model,
+greedy unless ``--temp`` is given.
 """
 
 from __future__ import annotations
 
 import argparse
+
+import numpy as np
 
 from mlx_specdec.platform_setup import ensure_fast_blas
 
@@ -42,6 +45,8 @@ def main():
     target, tokenizer = loaded.model, loaded.tokenizer
     prompts = select(read_prompts([default_prompt_file()]), args.categories.split(","), args.limit)
     totals = {"ctx": [0.0, 0.0, 0], "tab": [0.0, 0.0, 0]}
+    edges = [0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 1.01]
+    by_value = {(source, b): [0.0, 0.0, 0] for source in totals for b in range(len(edges) - 1)}  # reliability bins
     steps = nodes = 0
     spent = ar_spent = 0.0  # the cost table's seconds for the forwards run, and for ar's one-token ones
     original = Recycle.commit
@@ -58,6 +63,11 @@ def main():
             totals[source][0] += self._candidates.values[cand]
             totals[source][1] += node in accepted
             totals[source][2] += 1
+            value = self._candidates.values[cand]
+            row = by_value[(source, int(np.searchsorted(edges, value, side="right")) - 1)]
+            row[0] += value
+            row[1] += node in accepted
+            row[2] += 1
         return original(self, tree, path, hidden, logits)
 
     Recycle.commit = commit
@@ -89,6 +99,11 @@ def main():
     for source, (predicted, earned, count) in totals.items():
         print(f"{source}: {count} nodes, predicted {predicted:.1f} accepted, earned {earned:.0f}"
               f" ({predicted / max(steps, 1):.3f} vs {earned / max(steps, 1):.3f} per tree)")
+        for b in range(len(edges) - 1):
+            predicted, earned, count = by_value[(source, b)]
+            if count:
+                print(f"    estimate {edges[b]:.2f}-{min(edges[b + 1], 1):.2f}: {count:5d} nodes, "
+                      f"mean estimate {predicted / count:.3f}, accepted {earned / count:.3f}")
 
 
 if __name__ == "__main__":
