@@ -43,7 +43,7 @@ def main():
 
     loaded = load(default_model_dir(), "float32")
     target, tokenizer = loaded.model, loaded.tokenizer
-    prompts = select(read_prompts([default_prompt_file()]), args.categories.split(","), args.limit)
+    prompts = select(read_prompts([default_prompt_file()]), [c for c in args.categories.split(",") if c], args.limit)
     totals = {"ctx": [0.0, 0.0, 0], "tab": [0.0, 0.0, 0]}
     edges = [0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 1.01]
     by_value = {(source, b): [0.0, 0.0, 0] for source in totals for b in range(len(edges) - 1)}  # reliability bins
