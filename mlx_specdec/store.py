@@ -152,6 +152,11 @@ def write_json_atomic(path: Path, data: dict, create_folder: bool = True) -> Non
         raise
 
 
+def measurement_file(name: str, store: Path | None = None) -> Path:
+    """Where a per-device measurement of a model is cached: ``<store or models_home()>/.tree-costs/<name>.json``."""
+    return Path(store if store is not None else models_home()) / ".tree-costs" / f"{name}.json"
+
+
 def measured_once(path: Path, measure, read):
     """A per-device measurement cached as JSON at ``path``: ``read(saved)`` of the file when it
     reads, else ``measure()`` (a JSON-able dict), written there atomically, and ``read`` of that.

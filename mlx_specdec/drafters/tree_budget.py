@@ -113,7 +113,7 @@ def cached_forward_costs(target, store: Path | None = None) -> tuple[dict[int, f
     """The cost tables for this (model, dtype, device) behind SHORT_PAST and LONG_PAST cached
     tokens, measured on first use and cached as JSON. A model whose context is shorter than
     LONG_PAST + 32 gets no long table (empty)."""
-    from ..store import measured_once, models_home
+    from ..store import measured_once, measurement_file
 
     def measure() -> dict:
         context = getattr(target.args, "max_position_embeddings", None) or 0
@@ -124,8 +124,7 @@ def cached_forward_costs(target, store: Path | None = None) -> tuple[dict[int, f
     def read(saved: dict):
         return tuple({int(k): float(v) for k, v in saved[name].items()} for name in ("forward_s", "long_forward_s"))
 
-    path = Path(store if store is not None else models_home()) / ".tree-costs" / f"{cost_key(target)}.json"
-    return measured_once(path, measure, read)
+    return measured_once(measurement_file(cost_key(target), store), measure, read)
 
 
 class TreeBudget:

@@ -98,13 +98,13 @@ def applies(target) -> bool:
 def cached_plan(target, store: Path | None = None) -> dict[int, int]:
     """The row plan for this (model, dtype, device, BLAS), measured on first use and cached."""
     from ..drafters.tree_budget import machine_key
-    from ..store import measured_once, models_home
+    from ..store import measured_once, measurement_file
 
     def measure() -> dict:
         costs = measure_row_costs(target)
         return {"row_costs_s": costs, "plan": plan_from_costs(costs)}
 
-    path = Path(store if store is not None else models_home()) / ".tree-costs" / f"{machine_key(target)}-{PLAN_VERSION}.json"
+    path = measurement_file(f"{machine_key(target)}-{PLAN_VERSION}", store)
     return measured_once(path, measure, lambda saved: {int(k): int(v) for k, v in saved["plan"].items()})
 
 
