@@ -60,14 +60,11 @@ def main():
         for node in range(1, tree.num_nodes):
             cand = self._ids[node]
             source = "ctx" if any(key_source(k) == "ctx" for k in self._candidates.keys[cand]) else "tab"
-            totals[source][0] += self._candidates.values[cand]
-            totals[source][1] += node in accepted
-            totals[source][2] += 1
             value = self._candidates.values[cand]
-            row = by_value[(source, int(np.searchsorted(edges, value, side="right")) - 1)]
-            row[0] += value
-            row[1] += node in accepted
-            row[2] += 1
+            for row in (totals[source], by_value[(source, int(np.searchsorted(edges, value, side="right")) - 1)]):
+                row[0] += value
+                row[1] += node in accepted
+                row[2] += 1
         return original(self, tree, path, hidden, logits)
 
     Recycle.commit = commit

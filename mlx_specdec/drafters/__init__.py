@@ -23,7 +23,7 @@ def default_method(redrafter_available) -> str:
     when a head ships for the model (its tree merged with recycle's sources), else ``recycle``.
     Measured on 40 Spec-Bench dev prompts on this project's 2-core CPU (README "Results",
     2026-12-07): redrafter 1.72x over ar at the median, recycle 1.59x, pld 1.41x; recycle needs no
-    weights, so it serves any model (on Qwen2.5-Coder-1.5B 1.70x over ar, 1.20x over pld)."""
+    weights, so it serves any model (on Qwen2.5-Coder-1.5B 1.71x over ar, 1.23x over pld)."""
     return "redrafter" if redrafter_available() else "recycle"
 
 
