@@ -17,16 +17,6 @@ import mlx.core as mx
 from .errors import UserError
 
 
-def _processor() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def _version(package: str) -> str | None:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -38,10 +28,10 @@ def _version(package: str) -> str | None:
 
 def make_meta(model_path, dtype: str, settings: dict, argv: Sequence[str] = ()) -> dict:
     from . import __version__
-    from .platform_setup import blas_in_use
+    from .platform_setup import blas_in_use, processor_name
 
     return dict(
-        machine=dict(platform=platform.platform(), processor=_processor(), arch=platform.machine(),
+        machine=dict(platform=platform.platform(), processor=processor_name(), arch=platform.machine(),
                      cores=os.cpu_count(), python=platform.python_version()),
         backend=str(mx.default_device()), dtype=dtype, blas=blas_in_use(), model=str(model_path),
         versions={"mlx": _version("mlx") or mx.__version__, "mlx_lm": _version("mlx-lm"), "mlx_specdec": __version__},

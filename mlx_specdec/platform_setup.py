@@ -22,6 +22,17 @@ OPENBLAS_CANDIDATES = (
 _MARK = "MLX_SPECDEC_BLAS"  # set once we have re-executed, so it happens at most once
 
 
+def processor_name() -> str:
+    """The CPU's model name ("AMD EPYC", "Intel(R) Xeon(R) Processor @ 2.60GHz", "Apple M2"...)."""
+    try:
+        for line in open("/proc/cpuinfo", encoding="utf-8", errors="replace"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def find_openblas() -> str | None:
     return next((p for p in OPENBLAS_CANDIDATES if os.path.exists(p)), None)
 

@@ -56,8 +56,10 @@ def cost_key(target) -> str:
 
 
 def machine_key(target) -> str:
-    """What a forward's speed depends on: model, dtype, device, BLAS and its threads (no version)."""
-    from ..platform_setup import blas_in_use
+    """What a forward's speed depends on: model, dtype, device and CPU model, BLAS and its threads
+    (no version). The CPU model is in it because two x86-64 machines sharing a store (an NFS home)
+    can differ 2.5x in a forward: 41 ms on a 2-core AMD EPYC, 102 ms on a 2-core Intel Xeon."""
+    from ..platform_setup import blas_in_use, processor_name
     from .redrafter_head import target_fingerprint
 
     args = target.args
@@ -67,7 +69,8 @@ def machine_key(target) -> str:
     blas = blas_in_use()
     if blas == "openblas":  # the cost of a wide forward depends on how many threads share it
         blas += f"-{os.environ.get('OPENBLAS_NUM_THREADS') or 'all'}t"
-    device = f"{mx.default_device()}-{platform.machine()}-{blas}".replace(" ", "").replace(",", "")
+    cpu = hashlib.sha256(processor_name().encode()).hexdigest()[:6]
+    device = f"{mx.default_device()}-{platform.machine()}-{cpu}-{blas}".replace(" ", "").replace(",", "")
     return f"{args.model_type}-{model_hash}-{dtype}-{device}".replace("(", "").replace(")", "")
 
 
