@@ -25,9 +25,10 @@ _MARK = "MLX_SPECDEC_BLAS"  # set once we have re-executed, so it happens at mos
 def processor_name() -> str:
     """The CPU's model name ("AMD EPYC", "Intel(R) Xeon(R) Processor @ 2.60GHz", "Apple M2"...)."""
     try:
-        for line in open("/proc/cpuinfo", encoding="utf-8", errors="replace"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
     except OSError:
         pass
     return platform.processor() or platform.machine()

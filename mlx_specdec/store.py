@@ -152,27 +152,6 @@ def write_json_atomic(path: Path, data: dict, create_folder: bool = True) -> Non
         raise
 
 
-def measurement_file(name: str, store: Path | None = None) -> Path:
-    """Where a per-device measurement of a model is cached: ``<store or models_home()>/.tree-costs/<name>.json``."""
-    return Path(store if store is not None else models_home()) / ".tree-costs" / f"{name}.json"
-
-
-def measured_once(path: Path, measure, read):
-    """A per-device measurement cached as JSON at ``path``: ``read(saved)`` of the file when it
-    reads, else ``measure()`` (a JSON-able dict), written there atomically, and ``read`` of that.
-    A read-only store measures again next time."""
-    try:
-        return read(json.loads(path.read_text()))
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        pass
-    saved = measure()
-    with contextlib.suppress(OSError):
-        write_json_atomic(path, saved)
-    return read(saved)
-
-
-
-
 def models_home() -> Path:
     """`$MLX_SPECDEC_HOME`, else `<checkout>/models` when running from a checkout, else the user cache."""
     if os.environ.get("MLX_SPECDEC_HOME"):

@@ -1,6 +1,6 @@
 """Tree size per device: the size that maximises expected tokens per second.
 
-The target's forward time for n new tokens is measured once per (model, dtype, device, BLAS and
+The target's forward time for n new tokens is measured once per (model, dtype, device, CPU model, BLAS and
 its thread count) and cached as JSON under the model store (``<models_home>/.tree-costs/<key>.json``):
 a Mac GPU or a 2-core CPU wants narrow trees, a datacenter GPU wide ones. It is timed behind 256
 and behind 2,048 cached tokens, and the budget reads it at the context the drafter reports
@@ -31,16 +31,13 @@ prompt lookup alone gives, and the explore steps keep checking whether the head 
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import platform
 import time
 from pathlib import Path
 
 import mlx.core as mx
 import numpy as np
 
+from ..measurements import machine_key
 from ..tree import Tree
 
 SIZES = tuple(range(1, 25)) + (28, 32)  # every size a budget may pick (the curve is not monotone)
@@ -53,25 +50,6 @@ COSTS_VERSION = "tree-v5"  # v1 timed the causal chain path at 128 tokens; v2 ke
 def cost_key(target) -> str:
     """The name of this (model, dtype, device, BLAS and threads)'s cost table."""
     return f"{machine_key(target)}-{COSTS_VERSION}"
-
-
-def machine_key(target) -> str:
-    """What a forward's speed depends on: model, dtype, device and CPU model, BLAS and its threads
-    (no version). The CPU model is in it because two x86-64 machines sharing a store (an NFS home)
-    can differ 2.5x in a forward: 41 ms on a 2-core AMD EPYC, 102 ms on a 2-core Intel Xeon."""
-    from ..platform_setup import blas_in_use, processor_name
-    from .redrafter_head import target_fingerprint
-
-    args = target.args
-    dtype = str(target.embed(mx.array([0])).dtype).replace("mlx.core.", "")
-    ident = json.dumps([args.model_type, args.hidden_size, len(target.layers), args.vocab_size, target_fingerprint(target)])
-    model_hash = hashlib.sha256(ident.encode()).hexdigest()[:12]
-    blas = blas_in_use()
-    if blas == "openblas":  # the cost of a wide forward depends on how many threads share it
-        blas += f"-{os.environ.get('OPENBLAS_NUM_THREADS') or 'all'}t"
-    cpu = hashlib.sha256(processor_name().encode()).hexdigest()[:6]
-    device = f"{mx.default_device()}-{platform.machine()}-{cpu}-{blas}".replace(" ", "").replace(",", "")
-    return f"{args.model_type}-{model_hash}-{dtype}-{device}".replace("(", "").replace(")", "")
 
 
 def timing_tree(n: int) -> Tree:
@@ -116,7 +94,7 @@ def cached_forward_costs(target, store: Path | None = None) -> tuple[dict[int, f
     """The cost tables for this (model, dtype, device) behind SHORT_PAST and LONG_PAST cached
     tokens, measured on first use and cached as JSON. A model whose context is shorter than
     LONG_PAST + 32 gets no long table (empty)."""
-    from ..store import measured_once, measurement_file
+    from ..measurements import measured_once, measurement_file
 
     def measure() -> dict:
         context = getattr(target.args, "max_position_embeddings", None) or 0

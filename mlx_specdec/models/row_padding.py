@@ -97,8 +97,7 @@ def applies(target) -> bool:
 
 def cached_plan(target, store: Path | None = None) -> dict[int, int]:
     """The row plan for this (model, dtype, device, BLAS), measured on first use and cached."""
-    from ..drafters.tree_budget import machine_key
-    from ..store import measured_once, measurement_file
+    from ..measurements import machine_key, measured_once, measurement_file
 
     def measure() -> dict:
         costs = measure_row_costs(target)
