@@ -78,6 +78,22 @@ def test_budget_pads_to_a_cheaper_size_by_hand():
     assert near.pad_size(2) == 2  # under 3% cheaper: not worth the pad
 
 
+def test_monotone_budget_reads_dips_as_noise_by_hand():
+    """Where the Linears already run at their cheapest row count, a dip in the timed curve is the
+    machine's load: the costs are pooled into a non-decreasing curve and nothing is padded."""
+    from mlx_specdec.drafters.tree_budget import isotonic
+
+    assert np.allclose(isotonic([5, 7, 6, 9, 8, 8]), [5, 6.5, 6.5, 25 / 3, 25 / 3, 25 / 3])
+    assert np.allclose(isotonic([1, 2, 3]), [1, 2, 3]) and len(isotonic([])) == 0
+    budget = TreeBudget({1: 0.05, 2: 0.06, 3: 0.1, 4: 0.07, 5: 0.2, 6: 0.069}, max_nodes=8, monotone=True)
+    assert np.allclose(budget.costs()[1:7], [0.05, 0.06, 0.085, 0.085, 0.1345, 0.1345])
+    assert [budget.pad_size(t) for t in range(1, 7)] == [1, 2, 3, 4, 5, 6]
+    assert budget.best_cut([0.6, 0.3, 0.1]) == 1  # 1.6 / 0.06 = 26.7 against 2.0 / 0.085 = 23.5
+    long = TreeBudget({1: 0.05, 2: 0.06, 3: 0.065}, long_forward_s={1: 0.05, 2: 0.1, 3: 0.09}, monotone=True)
+    long.context = 2048  # the extra cost of the context is pooled too: 0 / 0.04 / 0.025 -> 0 / 0.0325 / 0.0325
+    assert np.allclose(long.costs()[1:4], [0.05, 0.0925, 0.0975])
+
+
 def test_acceptance_rates_pool_by_key_prefix_by_hand():
     from mlx_specdec.drafters.recycle import AcceptanceStats
 

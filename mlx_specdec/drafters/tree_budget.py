@@ -23,6 +23,9 @@ run a slower kernel below 16 rows), so where a larger size is timed cheaper a tr
 it (:meth:`TreeBudget.pad`: root copies that see only the cache and themselves), and every choice
 here reads :meth:`TreeBudget.costs`, the cost after padding. With row padding the matrix products
 no longer need it, and the curve is nearly flat from 5 to 16 tokens (74 ms, against 46 for one).
+So where row padding is on, the budget reads the timed curve as non-decreasing (``monotone``):
+its remaining dips are load on a shared machine, and a tree padded into one costs what its size
+costs (a 2-core Xeon VM: 14 tokens timed at 170 ms between 195 and 203, run at 230 in the loop).
 
 m = 0 means "no head this step": no draft search, only the free chains (or plain decoding). So
 where the head does not pay for its draft and its tree (a slow CPU), ReDrafter falls back to what
@@ -108,20 +111,41 @@ def cached_forward_costs(target, store: Path | None = None) -> tuple[dict[int, f
     return measured_once(measurement_file(cost_key(target), store), measure, read)
 
 
+def isotonic(values) -> np.ndarray:
+    """The non-decreasing sequence nearest ``values`` in least squares (pool adjacent violators).
+    Example: [5, 7, 6, 9, 8, 8] -> [5, 6.5, 6.5, 8.33, 8.33, 8.33]."""
+    blocks: list[list[float]] = []  # [sum, count] of each pooled run
+    for v in values:
+        blocks.append([float(v), 1.0])
+        while len(blocks) > 1 and blocks[-2][0] / blocks[-2][1] > blocks[-1][0] / blocks[-1][1]:
+            total, count = blocks.pop()
+            blocks[-1][0] += total
+            blocks[-1][1] += count
+    return np.concatenate([np.full(int(count), total / count) for total, count in blocks]) if blocks else np.zeros(0)
+
+
 class TreeBudget:
     def __init__(self, forward_s: dict[int, float], max_nodes: int = 24, default: int = 12, explore_every: int = 8, warmup: int = 8,
-                 long_forward_s: dict[int, float] | None = None):
+                 long_forward_s: dict[int, float] | None = None, monotone: bool = False):
         """``forward_s``: seconds of a forward over n tree tokens behind SHORT_PAST cached ones;
-        ``long_forward_s`` the same behind LONG_PAST (optional: without it the cost ignores the context)."""
+        ``long_forward_s`` the same behind LONG_PAST (optional: without it the cost ignores the context).
+        ``monotone``: read both tables as non-decreasing in n (:func:`isotonic`, no tree padding), for
+        a device whose Linears already run at their cheapest row count (``models/row_padding.py``):
+        there a dip in the timed curve is the machine's load, not the kernel. Example: a 2-core Xeon
+        VM timed 12 / 13 / 14 / 15 tokens at 197 / 195 / 170 / 203 ms; padded to 14, the loop's own
+        14-token forwards then took 230 ms."""
         sizes = sorted(forward_s)
         self.timed, self.timed_max = set(sizes), max(sizes)  # the sizes a tree may be padded to
         by_tokens = np.arange(max_nodes + 64)
-        self.forward_s = np.interp(by_tokens, sizes, [forward_s[n] for n in sizes])  # by token count, at SHORT_PAST
+        smooth = isotonic if monotone else np.asarray
+        short = smooth([forward_s[n] for n in sizes])
+        self.forward_s = np.interp(by_tokens, sizes, short)  # by token count, at SHORT_PAST
         self.per_context_token = np.zeros(len(by_tokens))  # extra seconds per cached token, by token count
         if long_forward_s:
             long_sizes = sorted(long_forward_s)
-            long = np.interp(by_tokens, long_sizes, [long_forward_s[n] for n in long_sizes])
-            self.per_context_token = np.maximum(long - self.forward_s, 0.0) / (LONG_PAST - SHORT_PAST)
+            long = smooth([long_forward_s[n] for n in long_sizes])
+            extra = smooth(np.maximum(long - np.interp(long_sizes, sizes, short), 0.0))  # at the long table's sizes
+            self.per_context_token = np.interp(by_tokens, long_sizes, extra) / (LONG_PAST - SHORT_PAST)
         self.context = 0  # tokens in the target's cache: the drafter sets it before each choice
         self.max_nodes, self.default = max_nodes, min(default, max_nodes)
         self.explore_every, self.warmup = explore_every, warmup
@@ -134,8 +158,10 @@ class TreeBudget:
 
     @classmethod
     def for_target(cls, target, **kwargs) -> "TreeBudget":
+        from ..models import row_padding
+
         short, long = cached_forward_costs(target)
-        return cls(short, long_forward_s=long, **kwargs)
+        return cls(short, long_forward_s=long, monotone=row_padding.applies(target), **kwargs)
 
     def raw_costs(self) -> np.ndarray:
         """Seconds of a forward by token count at the current context, as timed. Example: 60 ms
