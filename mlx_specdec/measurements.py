@@ -2,8 +2,8 @@
 what they depend on (:func:`machine_key`), where they are cached (:func:`measurement_file`) and
 measuring each only once (:func:`measured_once`).
 
-    measured_once(measurement_file(f"{machine_key(target)}-tree-v5"), measure, read)
-    ->  <models_home>/.tree-costs/llama-c35a1d625c79-float32-Devicecpu0-x86_64-a94a5a-openblas-allt-tree-v5.json
+    measured_once(measurement_file(f"{machine_key(target)}-tree-v6"), measure, read)
+    ->  <models_home>/.tree-costs/llama-c35a1d625c79-float32-Devicecpu0-x86_64-a94a5a-openblas-allt-tree-v6.json
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The CPU attention (softmax by powers of two) against mx.fast.scaled_dot_product_attention."""
+"""The CPU attention (numpy softmax on wide scores, powers of two on narrow ones) against mx.fast.scaled_dot_product_attention."""
 
 import mlx.core as mx
 import numpy as np
@@ -6,6 +6,13 @@ import pytest
 
 from mlx_specdec.models import cpu_attention
 from mlx_specdec.models.cpu_attention import attention
+
+
+@pytest.fixture(autouse=True, params=["powers of two", "numpy"])
+def softmax_path(request, monkeypatch):
+    """Every test runs both softmax paths: MLX's powers of two (narrow scores) and numpy's (wide)."""
+    monkeypatch.setattr(cpu_attention, "HOST_SOFTMAX_MIN", 0 if request.param == "numpy" else 10**12)
+    return request.param
 
 
 def _qkv(T, S, H=6, KH=2, D=8, seed=0):

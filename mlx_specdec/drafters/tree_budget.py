@@ -47,7 +47,7 @@ SIZES = tuple(range(1, 25)) + (28, 32)  # every size a budget may pick (the curv
 LONG_SIZES = (1, 2, 4, 8, 12, 16, 24, 32)  # sizes timed again behind a long context
 SHORT_PAST, LONG_PAST = 256, 2048  # cached tokens behind the timed trees
 PAD_GAIN = 0.03  # pad a tree to a larger size only where that forward is at least 3% cheaper
-COSTS_VERSION = "tree-v5"  # v1 timed the causal chain path at 128 tokens; v2 kept medians; v3 one context; v4 before row padding
+COSTS_VERSION = "tree-v6"  # v6: numpy softmax on wide attention scores; v1 timed the causal chain path at 128 tokens; v2 kept medians; v3 one context; v4 before row padding
 
 
 def cost_key(target) -> str:

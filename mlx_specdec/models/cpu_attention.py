@@ -1,16 +1,26 @@
-"""Attention for the MLX CPU backend with the softmax's exponentials computed as powers of two.
+"""Attention for the MLX CPU backend with a faster softmax: numpy's on wide scores, powers of two on narrow ones.
 
 On the CPU, ``mx.fast.scaled_dot_product_attention`` is composed of generic ops and its softmax
-calls MLX's scalar ``exp`` (~100 M/s on a 2-core x86 machine, against ~280 M/s for
-``mx.power(2, x)``). Behind a long context the exponentials are most of a forward: one layer of
-SmolLM2-135M (9 query heads, 3 KV heads) over 8,192 keys costs 8.6 ms for 7 queries through
-``sdpa`` and 4.4 ms here (``scripts/attention_cost.py``); a 7-token verify over 8K tokens spends
-~260 of its ~450 ms in attention. So every tree, chain and TriForce verify is cheaper here, and
-plain decoding too (2.1 -> 1.1 ms per layer for one query over 8K keys).
+calls MLX's scalar ``exp``: ~45 M values/s on a 2-core Xeon, ~100 M/s on a 2-core EPYC, against
+~86 / ~280 M/s for ``mx.power(2, x)`` and ~1 G/s for numpy's vectorised ``exp``. Behind a long
+context the exponentials are most of a forward (one layer of SmolLM2-135M over 8,192 keys costs
+8.6 ms for 7 queries through ``sdpa`` and 4.4 ms with powers of two on the EPYC), and they grow
+with the tokens a tree verify adds. So the scores are computed by MLX's matmul, and their softmax
 
-Exact up to float32 rounding: ``softmax(s)_j = 2^((s_j - max s) * log2 e) / sum``, which differs
-from ``exp`` by a few ulps (max |difference| 2e-7 over 8K keys). Every method, ``ar`` included,
-runs the same attention, so greedy equality with ``ar`` is unaffected.
+- on wide scores (at least ``HOST_SOFTMAX_MIN`` values a layer: query heads x queries x keys) by
+  numpy on the scores' own buffer (the CPU backend's arrays are host memory: ``np.asarray`` reads
+  them without a copy), which makes each layer wait for its scores;
+- on narrow ones by ``mx.power(2, x)``, where that wait costs more than numpy saves.
+
+The weighted sum of the values is MLX's matmul again. Measured on the Xeon, whole forwards of
+the default model (tree verifies, median of 7 interleaved pairs, numpy softmax against powers of
+two everywhere): behind 2,048 tokens 0.95 / 0.93 / 0.84 / 0.77 for 1 / 4 / 8 / 16 tokens, behind
+1,024 0.98 / 0.98 / 0.89 / 0.82, behind 512 1.03 / 0.97 / 0.90 / 0.93, and behind 256 1.03 /
+1.04 / 1.05 / 0.99 (9 x 16 x 272 = 39 K values a layer): the threshold sits at 32 K.
+
+Exact up to float32 rounding (a few ulps between the exponentials; max |difference| 2e-7 over
+8K keys). Every method, ``ar`` included, runs the same attention, so greedy equality with ``ar``
+is unaffected.
 
 Used only where it is measured faster: the default device is the CPU, float32 queries, no
 attention sinks, no quantized cache, and only inside the app's own forwards (the cache is a
@@ -27,10 +37,13 @@ import functools
 import sys
 
 import mlx.core as mx
+import numpy as np
 
 from ..layer_cache import LayerCache
 
+
 LOG2_E = 1.4426950408889634
+HOST_SOFTMAX_MIN = 32_768  # score values a layer (H x T x S) from which numpy's softmax is faster
 
 
 def attention(queries: mx.array, keys: mx.array, values: mx.array, scale: float, mask=None) -> mx.array:
@@ -41,22 +54,48 @@ def attention(queries: mx.array, keys: mx.array, values: mx.array, scale: float,
     group = H // KH
     q = (queries * scale).reshape(B, KH, group * T, D)
     scores = (q @ keys.swapaxes(-1, -2)).reshape(B, KH, group, T, S)
+    if H * T * S >= HOST_SOFTMAX_MIN:
+        weights = mx.array(_host_softmax(np.asarray(scores), _host_mask(mask, KH, group, T, S)))
+        return (weights.reshape(B, KH, group * T, S) @ values).reshape(B, H, T, -1)
+    mask = _device_mask(mask, KH, group, T, S)
     if mask is not None:
-        if isinstance(mask, str):
-            if mask != "causal":
-                raise ValueError(f"unknown mask {mask!r}")
-            mask = mx.arange(S)[None] <= (S - T + mx.arange(T))[:, None]
-        if mask.ndim == 4:
-            mask = mask[:, :, None] if mask.shape[1] == 1 else mask.reshape(mask.shape[0], KH, group, T, S)
-        if mask.dtype == mx.bool_:
-            scores = mx.where(mask, scores, -mx.inf)
-        else:
-            scores = scores + mask
-    peak = mx.max(scores, axis=-1, keepdims=True)
-    weights = mx.power(2.0, (scores - peak) * LOG2_E)
+        scores = mx.where(mask, scores, -mx.inf) if mask.dtype == mx.bool_ else scores + mask
+    weights = mx.power(2.0, (scores - mx.max(scores, axis=-1, keepdims=True)) * LOG2_E)
     total = weights.sum(axis=-1, keepdims=True)
     out = (weights.reshape(B, KH, group * T, S) @ values).reshape(B, KH, group, T, -1) / total
     return out.reshape(B, H, T, -1)
+
+
+def _device_mask(mask, KH: int, group: int, T: int, S: int):
+    """``mask`` as an MLX array broadcastable to the scores (B, KH, group, T, S), or None."""
+    if mask is None:
+        return None
+    if isinstance(mask, str):
+        if mask != "causal":
+            raise ValueError(f"unknown mask {mask!r}")
+        return mx.arange(S)[None] <= (S - T + mx.arange(T))[:, None]
+    if mask.ndim == 4:
+        return mask[:, :, None] if mask.shape[1] == 1 else mask.reshape(mask.shape[0], KH, group, T, S)
+    return mask
+
+
+def _host_mask(mask, KH: int, group: int, T: int, S: int):
+    """:func:`_device_mask` as a numpy array."""
+    mask = _device_mask(mask, KH, group, T, S)
+    return None if mask is None else np.asarray(mask)
+
+
+def _host_softmax(scores: np.ndarray, mask) -> np.ndarray:
+    """The softmax over the last axis of ``scores`` (left as it is: it is MLX's buffer) with
+    ``mask`` applied: bool (True = may attend) or additive."""
+    if mask is None:
+        weights = scores - scores.max(axis=-1, keepdims=True)
+    else:
+        weights = np.where(mask, scores, -np.inf) if mask.dtype == np.bool_ else scores + mask
+        weights -= weights.max(axis=-1, keepdims=True)
+    np.exp(weights, out=weights)
+    weights /= weights.sum(axis=-1, keepdims=True)
+    return weights
 
 
 def _fast_here(queries, cache, sinks) -> bool:
